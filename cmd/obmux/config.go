@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/obmux/obmux/fanout"
+)
+
+// envPrefix starts every variable obmux reads.
+const envPrefix = "OBMUX_"
+
+// config is obmux's whole configuration, read once from the environment.
+// The env tags are the variable names without OBMUX_.
+type config struct {
+	UpstreamURL     string        `env:"UPSTREAM_URL"`
+	UpstreamListen  string        `env:"UPSTREAM_LISTEN" envDefault:":8080"`
+	UpstreamPath    string        `env:"UPSTREAM_PATH" envDefault:"/onebot/v11/ws"`
+	UpstreamToken   string        `env:"UPSTREAM_TOKEN"`
+	SelfID          int64         `env:"SELF_ID"`
+	APITimeout      time.Duration `env:"API_TIMEOUT" envDefault:"30s"`
+	QueueSize       int           `env:"QUEUE_SIZE" envDefault:"1024"`
+	QueueBytes      int64         `env:"QUEUE_BYTES" envDefault:"67108864"`
+	SlowTarget      string        `env:"SLOW_TARGET" envDefault:"disconnect"`
+	WriteTimeout    time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
+	MaxMessageBytes int64         `env:"MAX_MESSAGE_BYTES" envDefault:"16777216"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat       string        `env:"LOG_FORMAT" envDefault:"auto"`
+
+	HeartbeatInterval time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"5s"`
+	PingInterval      time.Duration `env:"PING_INTERVAL" envDefault:"20s"`
+	PingTimeout       time.Duration `env:"PING_TIMEOUT" envDefault:"20s"`
+	ReconnectMin      time.Duration `env:"RECONNECT_MIN" envDefault:"1s"`
+	ReconnectMax      time.Duration `env:"RECONNECT_MAX" envDefault:"30s"`
+	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	MetricsListen     string        `env:"METRICS_LISTEN" envDefault:":9108"`
+
+	ForwardListen       string `env:"FORWARD_LISTEN"`
+	ForwardToken        string `env:"FORWARD_TOKEN"`
+	ForwardAPIHeartbeat bool   `env:"FORWARD_API_HEARTBEAT" envDefault:"true"`
+
+	ReplaySize   int           `env:"REPLAY_SIZE" envDefault:"10000"`
+	ReplayBytes  int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
+	ReplayMaxAge time.Duration `env:"REPLAY_MAX_AGE" envDefault:"5m"`
+
+	// Targets come from OBMUX_TARGET_<NAME>_URL and _TOKEN, sorted by name.
+	Targets []fanout.TargetConfig `env:"-"`
+}
+
+// configError is every problem found in the configuration, reported at once.
+type configError struct{ problems []string }
+
+func (e *configError) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.problems, "\n  ")
+}
+
+var targetVar = regexp.MustCompile(`^OBMUX_TARGET_(.+)_(URL|TOKEN)$`)
+var targetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// loadConfig reads and validates the configuration from environ
+// ("KEY=value" strings). Every problem is named in one *configError.
+func loadConfig(environ []string) (config, error) {
+	vars := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
+			vars[k] = v
+		}
+	}
+	var cfg config
+	var problems []string
+	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
+		problems = append(problems, parseProblems(err, vars)...)
+	}
+
+	targets := map[string]*fanout.TargetConfig{}
+	for k, v := range vars {
+		m := targetVar.FindStringSubmatch(k)
+		if m == nil {
+			continue
+		}
+		if !targetName.MatchString(m[1]) {
+			problems = append(problems, fmt.Sprintf("%s: the target name %q may hold only letters, digits and _", k, m[1]))
+			continue
+		}
+		name := strings.ToLower(m[1])
+		t := targets[name]
+		if t == nil {
+			t = &fanout.TargetConfig{Name: name, EnvPrefix: "OBMUX_TARGET_" + m[1]}
+			targets[name] = t
+		}
+		if m[2] == "URL" {
+			t.URL = v
+		} else {
+			t.Token = v
+		}
+	}
+	for _, t := range targets {
+		if t.URL == "" {
+			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s_TOKEN is (or two spellings differ only in case)", t.EnvPrefix, t.EnvPrefix))
+			continue
+		}
+		if p := checkWSURL(t.URL); p != "" {
+			problems = append(problems, fmt.Sprintf("%s_URL=%q: %s", t.EnvPrefix, t.URL, p))
+		}
+		cfg.Targets = append(cfg.Targets, *t)
+	}
+	sort.Slice(cfg.Targets, func(i, j int) bool { return cfg.Targets[i].Name < cfg.Targets[j].Name })
+
+	bad := func(name string, value any, why string) {
+		problems = append(problems, fmt.Sprintf("%s%s=%v: %s", envPrefix, name, value, why))
+	}
+	if cfg.UpstreamURL != "" {
+		if p := checkWSURL(cfg.UpstreamURL); p != "" {
+			bad("UPSTREAM_URL", strconv.Quote(cfg.UpstreamURL), p)
+		}
+	} else {
+		if p := checkAddr(cfg.UpstreamListen); p != "" {
+			bad("UPSTREAM_LISTEN", cfg.UpstreamListen, p)
+		}
+		if !strings.HasPrefix(cfg.UpstreamPath, "/") {
+			bad("UPSTREAM_PATH", cfg.UpstreamPath, "must start with /")
+		}
+	}
+	if p := checkAddr(cfg.MetricsListen); p != "" {
+		bad("METRICS_LISTEN", cfg.MetricsListen, p)
+	}
+	if cfg.ForwardListen != "" {
+		if p := checkAddr(cfg.ForwardListen); p != "" {
+			bad("FORWARD_LISTEN", cfg.ForwardListen, p)
+		}
+	}
+	if cfg.SelfID < 0 {
+		bad("SELF_ID", cfg.SelfID, "must be a QQ number (positive)")
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{{"API_TIMEOUT", cfg.APITimeout}, {"PING_TIMEOUT", cfg.PingTimeout}, {"RECONNECT_MIN", cfg.ReconnectMin},
+		{"RECONNECT_MAX", cfg.ReconnectMax}, {"SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout}, {"REPLAY_MAX_AGE", cfg.ReplayMaxAge}}
+	for _, p := range positive {
+		if p.d <= 0 {
+			bad(p.name, p.d, "must be a positive duration such as 500ms or 30s")
+		}
+	}
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"HEARTBEAT_INTERVAL", cfg.HeartbeatInterval}, {"PING_INTERVAL", cfg.PingInterval}, {"WRITE_TIMEOUT", cfg.WriteTimeout}} {
+		if p.d < 0 {
+			bad(p.name, p.d, "must be 0 (off) or a positive duration")
+		}
+	}
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		bad("RECONNECT_MAX", cfg.ReconnectMax, "must not be less than OBMUX_RECONNECT_MIN ("+cfg.ReconnectMin.String()+")")
+	}
+	if cfg.QueueSize < 1 {
+		bad("QUEUE_SIZE", cfg.QueueSize, "must be at least 1")
+	}
+	if cfg.QueueBytes < 1 {
+		bad("QUEUE_BYTES", cfg.QueueBytes, "must be at least 1")
+	}
+	if cfg.ReplaySize < 0 {
+		bad("REPLAY_SIZE", cfg.ReplaySize, "must be 0 (no replay) or more")
+	}
+	if cfg.ReplayBytes < 0 {
+		bad("REPLAY_BYTES", cfg.ReplayBytes, "must be 0 (no replay) or more")
+	}
+	if cfg.MaxMessageBytes < 1024 {
+		bad("MAX_MESSAGE_BYTES", cfg.MaxMessageBytes, "must be at least 1024")
+	}
+	switch fanout.SlowPolicy(cfg.SlowTarget) {
+	case fanout.SlowDisconnect, fanout.SlowDropOldest:
+	default:
+		bad("SLOW_TARGET", cfg.SlowTarget, "must be disconnect or drop_oldest")
+	}
+	switch cfg.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", cfg.LogLevel, "must be debug, info, warn or error")
+	}
+	switch cfg.LogFormat {
+	case "auto", "text", "json":
+	default:
+		bad("LOG_FORMAT", cfg.LogFormat, "must be auto, text or json")
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return cfg, &configError{problems}
+	}
+	return cfg, nil
+}
+
+// parseProblems turns env's errors into "OBMUX_X=value: why" lines.
+func parseProblems(err error, vars map[string]string) []string {
+	var agg env.AggregateError
+	errs := []error{err}
+	if errors.As(err, &agg) {
+		errs = agg.Errors
+	}
+	var out []string
+	for _, e := range errs {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			name := envPrefix + fieldTag(pe.Name)
+			why := pe.Err.Error()
+			switch pe.Type.Kind() {
+			case reflect.Int, reflect.Int64:
+				if pe.Type == reflect.TypeOf(time.Duration(0)) {
+					why = "not a duration (use Go syntax: 500ms, 30s, 5m)"
+				} else {
+					why = "not a whole number"
+				}
+			case reflect.Bool:
+				why = "not a boolean (true or false)"
+			}
+			out = append(out, fmt.Sprintf("%s=%q: %s", name, vars[name], why))
+			continue
+		}
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// fieldTag returns the env tag of config's field named field.
+func fieldTag(field string) string {
+	f, ok := reflect.TypeOf(config{}).FieldByName(field)
+	if !ok {
+		return field
+	}
+	tag, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return tag
+}
+
+func checkWSURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "not a URL: " + err.Error()
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return "must be a ws:// or wss:// URL"
+	}
+	if u.Host == "" {
+		return "has no host"
+	}
+	return ""
+}
+
+func checkAddr(s string) string {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return "not a host:port listen address (such as :8080): " + err.Error()
+	}
+	return ""
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/obmux/obmux/fanout"
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/wsconn"
+)
+
+// started, if not nil, is told the listen addresses once obmux serves (for
+// tests and the demo).
+type started func(addrs listenAddrs)
+
+type listenAddrs struct{ Metrics, Upstream, Forward string }
+
+// serve runs the sidecar until ctx is done, then shuts down in order: stop
+// accepting, lifecycle disable and close 1001 to every target and client,
+// close the upstream, exit.
+func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) error {
+	log := newLogger(cfg, stderr)
+	reg := prometheus.NewRegistry()
+	metrics := health.NewMetrics(reg, version)
+	mon := health.NewMonitor(metrics)
+
+	connCfg := wsconn.Config{PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout,
+		WriteTimeout: cfg.WriteTimeout, CloseTimeout: cfg.ShutdownTimeout,
+		ReadLimit: cfg.MaxMessageBytes, QueueSize: cfg.QueueSize}
+	backoff := health.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
+	ua := "obmux/" + version
+
+	router := proxy.NewRouter(cfg.APITimeout, log)
+	hub := fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
+		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
+		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
+		Conn: connCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
+	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
+		UserAgent: ua, Conn: connCfg, Backoff: backoff}, router, hub, mon, log)
+	hub.SetUpstream(up)
+	reg.MustRegister(hub.QueueCollector())
+
+	// Listen on everything first, so that a taken port fails before anything
+	// connects anywhere.
+	var servers []*http.Server
+	var lns []net.Listener
+	listen := func(addr string, h http.Handler) (string, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("listen: %w", err)
+		}
+		lns = append(lns, ln)
+		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)})
+		return ln.Addr().String(), nil
+	}
+	var addrs listenAddrs
+	var err error
+	health := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if addrs.Metrics, err = listen(cfg.MetricsListen, health); err != nil {
+		return err
+	}
+	if cfg.UpstreamURL == "" {
+		mux := http.NewServeMux()
+		mux.Handle(cfg.UpstreamPath, up)
+		if addrs.Upstream, err = listen(cfg.UpstreamListen, mux); err != nil {
+			closeAll(lns)
+			return err
+		}
+	}
+	if cfg.ForwardListen != "" {
+		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat})
+		if addrs.Forward, err = listen(cfg.ForwardListen, fwd); err != nil {
+			closeAll(lns)
+			return err
+		}
+	}
+
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Go(func() {
+			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server failed", "addr", lns[i].Addr().String(), "error", err)
+			}
+		})
+	}
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { up.Run(runCtx) })
+	for _, t := range cfg.Targets {
+		target := hub.NewTarget(t)
+		wg.Go(func() { target.Run(runCtx) })
+	}
+	log.Info("obmux serving", "version", version, "upstream", describeUpstream(cfg, addrs), "targets", len(cfg.Targets),
+		"metrics", addrs.Metrics, "forward", addrs.Forward)
+	if onStart != nil {
+		onStart(addrs)
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	metricsSrv := servers[0]
+	for _, srv := range servers[1:] {
+		srv.Shutdown(shCtx) // stop accepting; hijacked WebSockets are ours to close
+	}
+	hub.Close(shCtx)
+	up.Close(shCtx)
+	stopRun()
+	metricsSrv.Shutdown(shCtx)
+	wg.Wait()
+	log.Info("obmux stopped")
+	return nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+func describeUpstream(cfg config, a listenAddrs) string {
+	if cfg.UpstreamURL != "" {
+		return "dial " + redactURL(cfg.UpstreamURL)
+	}
+	return "listen " + a.Upstream + cfg.UpstreamPath
+}
+
+func redactURL(s string) string {
+	if i := indexByte(s, '?'); i >= 0 {
+		return s[:i] + "?…"
+	}
+	return s
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// newLogger builds the logger: tint text on a terminal (auto) or when asked,
+// JSON otherwise.
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && isTerminal(f) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// isTerminal reports whether f is a character device (a terminal); tint does
+// not detect one itself.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,324 @@
+package fanout
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/wsconn"
+)
+
+// SlowPolicy says what happens to a peer whose backlog exceeds its bounds.
+type SlowPolicy string
+
+// Slow-peer policies.
+const (
+	// SlowDisconnect closes the peer (1008 "slow consumer"); a target then
+	// reconnects and is replayed what it missed.
+	SlowDisconnect SlowPolicy = "disconnect"
+	// SlowDropOldest drops the oldest events of its backlog, counted.
+	SlowDropOldest SlowPolicy = "drop_oldest"
+)
+
+// Config configures a Hub.
+type Config struct {
+	// QueueSize and QueueBytes bound each peer's backlog of live events.
+	QueueSize  int
+	QueueBytes int64
+	Slow       SlowPolicy
+	// ReplaySize and ReplayBytes bound the events kept for replay;
+	// ReplayMaxAge is the age beyond which an event is never replayed.
+	ReplaySize   int
+	ReplayBytes  int64
+	ReplayMaxAge time.Duration
+	// HeartbeatInterval is each peer's OneBot heartbeat period (0: none).
+	HeartbeatInterval time.Duration
+	Conn              wsconn.Config
+	Backoff           health.Backoff
+	UserAgent         string
+}
+
+// Hub fans the upstream's events out to every peer and routes their API
+// calls. It implements proxy.Sink.
+type Hub struct {
+	cfg    Config
+	up     *proxy.Upstream
+	router *proxy.Router
+	mon    *health.Monitor
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	ring    *ring
+	cursors map[*cursor]struct{}
+	list    atomic.Pointer[[]*cursor] // copy of cursors, read without mu
+	closing bool
+	peers   map[*peer]struct{}
+	running sync.WaitGroup
+}
+
+// NewHub returns a Hub. Call SetUpstream before serving any peer.
+func NewHub(cfg Config, router *proxy.Router, mon *health.Monitor, log *slog.Logger) *Hub {
+	h := &Hub{cfg: cfg, router: router, mon: mon, log: log,
+		ring:    newRing(cfg.ReplaySize+cfg.QueueSize, cfg.ReplayBytes+cfg.QueueBytes),
+		cursors: map[*cursor]struct{}{}, peers: map[*peer]struct{}{}}
+	h.list.Store(new([]*cursor))
+	return h
+}
+
+// SetUpstream tells the hub where heartbeat status and self_id come from.
+func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
+
+// Event broadcasts one upstream event to every peer that takes events.
+func (h *Hub) Event(b []byte) {
+	var slow []*cursor
+	h.mu.Lock()
+	seq := h.ring.push(b, time.Now().UnixNano())
+	for c := range h.cursors {
+		if h.overflow(c, seq+1) {
+			slow = append(slow, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range *h.list.Load() {
+		c.conn.Wake()
+	}
+	for _, c := range slow {
+		h.log.Warn("slow consumer disconnected: its backlog exceeded the queue bounds", "role", c.stats.Role, "name", c.stats.Name,
+			"queue_size", h.cfg.QueueSize, "queue_bytes", h.cfg.QueueBytes)
+		c.conn.Close(health.ReasonQueueOverflow, websocket.StatusPolicyViolation, "slow consumer", nil)
+	}
+}
+
+// overflow applies the slow policy to c when its live backlog exceeds the
+// bounds, and reports whether c must be disconnected. h.mu held.
+func (h *Hub) overflow(c *cursor, head uint64) bool {
+	from := max(c.next, c.liveFrom)
+	n := head - from
+	if n <= uint64(h.cfg.QueueSize) && h.ring.bytesFrom(from) <= h.cfg.QueueBytes {
+		return false
+	}
+	if h.cfg.Slow == SlowDisconnect {
+		delete(h.cursors, c)
+		h.publish()
+		return true
+	}
+	// Drop the oldest until both bounds hold again.
+	to := max(from, head-uint64(h.cfg.QueueSize))
+	for to < head-1 && h.ring.bytesFrom(to) > h.cfg.QueueBytes {
+		to++
+	}
+	if c.next < to {
+		c.stats.M.Dropped[health.DropQueueFull].Add(float64(to - c.next))
+		c.next = to
+	}
+	return false
+}
+
+// publish refreshes the lock-free copy of the cursor set. h.mu held.
+func (h *Hub) publish() {
+	l := make([]*cursor, 0, len(h.cursors))
+	for c := range h.cursors {
+		l = append(l, c)
+	}
+	h.list.Store(&l)
+}
+
+// cursor is one peer's position in the ring: the wsconn.Source of its writer.
+type cursor struct {
+	hub      *Hub
+	conn     *wsconn.Conn
+	stats    *health.Stats
+	next     uint64        // next seq to pull; h.mu
+	liveFrom uint64        // first seq that was live when the peer connected
+	written  atomic.Uint64 // seq after the last event written
+}
+
+// Pull implements wsconn.Source.
+func (c *cursor) Pull(dst []wsconn.Item) []wsconn.Item {
+	h := c.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.ring
+	if c.next < r.first {
+		lost := r.first - c.next
+		c.stats.M.Dropped[health.DropQueueFull].Add(float64(lost))
+		c.next = r.first
+	}
+	for c.next < r.next && len(dst) < cap(dst) {
+		dst = append(dst, wsconn.Item{Seq: c.next, Frame: r.get(c.next).frame})
+		c.next++
+	}
+	return dst
+}
+
+// Wrote implements wsconn.Source.
+func (c *cursor) Wrote(seq uint64) { c.written.Store(seq + 1) }
+
+// attach adds a cursor for conn. resume is the seq after the last event
+// written to this peer on an earlier connection (0: none, no replay).
+func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.ring
+	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next}
+	c.written.Store(resume)
+	if resume != 0 && resume < r.next {
+		from, lost := resume, uint64(0)
+		if from < r.first {
+			lost, from = r.first-from, r.first
+		}
+		oldest := time.Now().Add(-h.cfg.ReplayMaxAge).UnixNano()
+		for from < r.next && r.get(from).at < oldest {
+			from++
+			lost++
+		}
+		// Replay at most ReplaySize: the rest of the ring is live backlog.
+		if n := r.next - from; n > uint64(h.cfg.ReplaySize) {
+			lost += n - uint64(h.cfg.ReplaySize)
+			from = r.next - uint64(h.cfg.ReplaySize)
+		}
+		c.next = from
+		if lost > 0 {
+			st.M.ReplayLost.Add(float64(lost))
+			h.log.Warn("events missed while away are no longer kept for replay", "name", st.Name, "lost", lost)
+		}
+		if n := r.next - from; n > 0 {
+			st.M.Replayed.Add(float64(n))
+			h.log.Info("replaying missed events", "name", st.Name, "events", n)
+		}
+	}
+	h.cursors[c] = struct{}{}
+	h.publish()
+	return c
+}
+
+// detach removes c and returns the seq after the last event written through
+// it.
+func (h *Hub) detach(c *cursor) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.cursors, c)
+	h.publish()
+	return c.written.Load()
+}
+
+// peer is one downstream connection, as a Caller of the router.
+type peer struct {
+	hub    *Hub
+	conn   *wsconn.Conn
+	api    bool  // may call the API
+	selfID int64 // the self_id the peer was greeted with
+}
+
+func (p *peer) Deliver(b []byte)      { p.conn.Send(b, health.KindAPIResponse) }
+func (p *peer) Stats() *health.Stats { return p.conn.Stats() }
+
+// handle is a peer's reader Handler: API calls go to the router, anything
+// else is answered with a 1400 failure.
+func (p *peer) handle(b []byte) health.Kind {
+	f, kind, err := proxy.Classify(b)
+	switch {
+	case kind == health.KindAPIRequest && p.api:
+		p.hub.router.Request(p, b, f)
+		return kind
+	case kind == health.KindAPIRequest:
+		p.hub.router.Reject(p, b, f, "this endpoint serves events only: call the API on / or /api")
+	case err != nil:
+		p.hub.router.Reject(p, b, f, "bad request: "+err.Error())
+		kind = health.KindInvalid
+	default:
+		p.hub.router.Reject(p, b, f, "not an API request (no \"action\")")
+	}
+	p.conn.Stats().M.Dropped[health.DropInvalid].Inc()
+	p.hub.log.Debug("frame from a peer answered with 1400", "role", p.Stats().Role, "name", p.Stats().Name, "error", err, "kind", kind.String())
+	return kind
+}
+
+// serveOpts says what a peer connection gets.
+type serveOpts struct {
+	events, api, heartbeat bool
+	selfID                 int64
+	resume                 uint64
+}
+
+// serve runs one peer connection until it ends and returns why it ended and
+// the resume point for replay. It refuses (returns at once) while the hub is
+// closing.
+func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *health.Stats, o serveOpts) (health.Reason, error, uint64) {
+	conn := wsconn.New(ws, raw, st, h.log.With("role", st.Role, "name", st.Name), h.cfg.Conn)
+	p := &peer{hub: h, conn: conn, api: o.api, selfID: o.selfID}
+	conn.SetGreeting(health.Lifecycle(time.Now(), o.selfID, health.LifecycleConnect))
+	if o.heartbeat && h.cfg.HeartbeatInterval > 0 {
+		conn.SetHeartbeat(h.cfg.HeartbeatInterval, func() []byte {
+			s, _ := h.up.State()
+			return health.Heartbeat(time.Now(), o.selfID, s.Status, h.cfg.HeartbeatInterval)
+		})
+	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		ws.Close(websocket.StatusGoingAway, "obmux shutting down")
+		return health.ReasonShutdown, nil, o.resume
+	}
+	h.peers[p] = struct{}{}
+	h.running.Add(1)
+	h.mu.Unlock()
+	defer h.running.Done()
+
+	var c *cursor
+	if o.events {
+		c = h.attach(conn, st, o.resume)
+		conn.SetSource(c)
+	}
+	reason, err := conn.Run(ctx, p.handle)
+	resume := o.resume
+	if c != nil {
+		resume = h.detach(c)
+	}
+	h.router.Forget(p)
+	h.mu.Lock()
+	delete(h.peers, p)
+	h.mu.Unlock()
+	return reason, err, resume
+}
+
+// Close ends every peer gracefully: lifecycle disable, then close 1001
+// "obmux shutting down", and refuses new ones. It waits for the close
+// handshakes until ctx is done, then cuts the rest.
+func (h *Hub) Close(ctx context.Context) {
+	h.mu.Lock()
+	h.closing = true
+	peers := make([]*peer, 0, len(h.peers))
+	for p := range h.peers {
+		peers = append(peers, p)
+	}
+	h.mu.Unlock()
+	for _, p := range peers {
+		p.conn.Close(health.ReasonShutdown, websocket.StatusGoingAway, "obmux shutting down",
+			health.Lifecycle(time.Now(), p.selfID, health.LifecycleDisable))
+	}
+	done := make(chan struct{})
+	go func() { h.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, p := range peers {
+			p.conn.Abort(health.ReasonShutdown, ctx.Err())
+		}
+		<-done
+	}
+}
+
+// Closing reports whether Close has been called.
+func (h *Hub) Closing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closing
+}

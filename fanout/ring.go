@@ -1,0 +1,63 @@
+package fanout
+
+// ring holds the most recent events, bounded in count and bytes. Sequence
+// numbers start at 1 and grow forever; seq s lives at entries[s%len].
+// It is not safe for concurrent use: Hub guards it.
+type ring struct {
+	entries  []entry
+	first    uint64 // oldest seq held
+	next     uint64 // seq the next event gets
+	bytes    int64  // bytes held
+	maxBytes int64
+	total    int64 // bytes ever pushed, for cumulative offsets
+}
+
+type entry struct {
+	frame []byte
+	at    int64 // unix nanoseconds when pushed
+	cum   int64 // ring.total after this entry was pushed
+}
+
+func newRing(count int, maxBytes int64) *ring {
+	return &ring{entries: make([]entry, count), first: 1, next: 1, maxBytes: maxBytes}
+}
+
+// push appends frame and evicts the oldest events beyond the bounds (the
+// newest is always kept). It returns the new event's seq.
+func (r *ring) push(frame []byte, now int64) uint64 {
+	n := uint64(len(r.entries))
+	if r.next-r.first == n {
+		r.evict()
+	}
+	r.total += int64(len(frame))
+	r.entries[r.next%n] = entry{frame: frame, at: now, cum: r.total}
+	r.bytes += int64(len(frame))
+	seq := r.next
+	r.next++
+	for r.bytes > r.maxBytes && r.next-r.first > 1 {
+		r.evict()
+	}
+	return seq
+}
+
+func (r *ring) evict() {
+	e := &r.entries[r.first%uint64(len(r.entries))]
+	r.bytes -= int64(len(e.frame))
+	*e = entry{}
+	r.first++
+}
+
+// get returns the entry of seq, which must be in [first, next).
+func (r *ring) get(seq uint64) *entry { return &r.entries[seq%uint64(len(r.entries))] }
+
+// bytesFrom returns how many bytes the events from seq on hold.
+func (r *ring) bytesFrom(seq uint64) int64 {
+	if seq < r.first {
+		seq = r.first
+	}
+	if seq >= r.next {
+		return 0
+	}
+	e := r.get(seq)
+	return r.total - e.cum + int64(len(e.frame))
+}

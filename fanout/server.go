@@ -1,0 +1,100 @@
+package fanout
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/wsconn"
+)
+
+// ServerConfig configures the forward-WS server.
+type ServerConfig struct {
+	// Token, when set, is required from clients (Bearer header or
+	// access_token query): 401 when missing, 403 when wrong.
+	Token string
+	// APIHeartbeat sends heartbeats on /api too (most implementations don't).
+	APIHeartbeat bool
+}
+
+// Server is obmux's forward-WS server: it serves clients as a correct OneBot
+// v11 implementation would, on "/" (events and API), "/event" (events only)
+// and "/api" (API only), each path also with a trailing slash.
+type Server struct {
+	hub *Hub
+	cfg ServerConfig
+}
+
+// NewServer returns the forward-WS server of h.
+func (h *Hub) NewServer(cfg ServerConfig) *Server { return &Server{hub: h, cfg: cfg} }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if len(path) > 1 {
+		path = strings.TrimSuffix(path, "/")
+	}
+	var o serveOpts
+	switch path {
+	case "/":
+		o = serveOpts{events: true, api: true, heartbeat: true}
+	case "/event":
+		o = serveOpts{events: true, heartbeat: true}
+	case "/api":
+		o = serveOpts{api: true, heartbeat: s.cfg.APIHeartbeat}
+	default:
+		http.Error(w, "not a OneBot endpoint: use /, /event or /api", http.StatusNotFound)
+		return
+	}
+	if code := proxy.Authorize(r, s.cfg.Token); code != 0 {
+		s.hub.log.Info("forward client refused", "path", path, "status", code, "remote", r.RemoteAddr,
+			"hint", "clients must send OBMUX_FORWARD_TOKEN as Authorization: Bearer or ?access_token=")
+		http.Error(w, http.StatusText(code), code)
+		return
+	}
+	st, _ := s.hub.up.State()
+	if st.SelfID == 0 {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "the upstream has not connected yet (self_id unknown)", http.StatusServiceUnavailable)
+		return
+	}
+	o.selfID = st.SelfID
+	ws, raw, err := wsconn.Accept(w, r)
+	if err != nil {
+		return
+	}
+	stats := s.hub.mon.Track(health.RoleClient, path)
+	defer stats.Untrack()
+	log := s.hub.log.With("role", "client", "name", path, "remote", r.RemoteAddr)
+	log.Info("client connected")
+	reason, err, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
+	log.Info("client disconnected", "reason", reason.String(), "error", err)
+}
+
+// QueueCollector returns the collector of obmux_queue_length: how many
+// events wait for each peer, read when scraped, so broadcasting costs
+// nothing for it.
+func (h *Hub) QueueCollector() prometheus.Collector { return queueCollector{h} }
+
+type queueCollector struct{ h *Hub }
+
+var queueDesc = prometheus.NewDesc("obmux_queue_length", "Events waiting to be written to a target (or to the clients on a path).", []string{"name"}, nil)
+
+func (q queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueDesc }
+
+func (q queueCollector) Collect(ch chan<- prometheus.Metric) {
+	h := q.h
+	sums := map[string]float64{}
+	h.mu.Lock()
+	for c := range h.cursors {
+		sums[c.stats.Name] += float64(h.ring.next - max(c.next, h.ring.first))
+	}
+	h.mu.Unlock()
+	for name, n := range sums {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, n, name)
+	}
+}

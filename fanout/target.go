@@ -1,0 +1,181 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/wsconn"
+)
+
+// TargetConfig is one named reverse-WS target.
+type TargetConfig struct {
+	// Name names the target in logs and metrics (lower case).
+	Name string
+	// URL is the framework's reverse-WS address.
+	URL string
+	// Token is sent as "Authorization: Bearer <token>" when not empty.
+	Token string
+	// EnvPrefix is the target's variable prefix, for hints (OBMUX_TARGET_X).
+	EnvPrefix string
+}
+
+// Target dials one framework's reverse-WS server, keeps it connected, and
+// resumes it where it left off after a reconnect.
+type Target struct {
+	cfg     TargetConfig
+	hub     *Hub
+	stats   *health.Stats
+	log     *slog.Logger
+	dialLog proxy.FailureLog
+	resume  uint64 // seq after the last event written to it; 0 before the first connect
+}
+
+// NewTarget returns a Target fed by hub.
+func (h *Hub) NewTarget(cfg TargetConfig) *Target {
+	return &Target{cfg: cfg, hub: h, stats: h.mon.Track(health.RoleTarget, cfg.Name),
+		log: h.log.With("role", "target", "name", cfg.Name)}
+}
+
+// Run connects the target once the self_id is known and reconnects it with
+// backoff until ctx is done or the hub closes. A change of self_id ends the
+// connection (lifecycle disable, close 1000) and redials with the new one.
+func (t *Target) Run(ctx context.Context) {
+	t.hub.cfg.Backoff.Loop(ctx, func(ctx context.Context) bool {
+		selfID, ok := t.waitSelfID(ctx)
+		if !ok || t.hub.Closing() {
+			return false
+		}
+		h := http.Header{
+			"X-Self-ID":     {strconv.FormatInt(selfID, 10)},
+			"X-Client-Role": {"Universal"},
+			"User-Agent":    {t.hub.cfg.UserAgent},
+		}
+		if t.cfg.Token != "" {
+			h.Set("Authorization", "Bearer "+t.cfg.Token)
+		}
+		ws, raw, err := wsconn.Dial(ctx, t.cfg.URL, h)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.stats.Failed(err)
+				t.dialLog.Log(t.log, "cannot connect to target", err, t.hint(err))
+			}
+			return false
+		}
+		t.dialLog.Reset()
+		t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
+
+		stop := t.watchSelfID(ctx, selfID)
+		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume})
+		stop()
+		t.resume = resume
+		level := slog.LevelWarn
+		if reason == health.ReasonShutdown {
+			level = slog.LevelInfo
+		}
+		t.log.Log(ctx, level, "target disconnected", "reason", reason.String(), "error", err, "hint", closeHint(err))
+		return true
+	})
+}
+
+// waitSelfID waits until the upstream's self_id is known.
+func (t *Target) waitSelfID(ctx context.Context) (int64, bool) {
+	for {
+		s, changed := t.hub.up.State()
+		if s.SelfID != 0 {
+			return s.SelfID, true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-changed:
+		}
+	}
+}
+
+// watchSelfID closes the current connection when the self_id changes from
+// selfID; the returned func stops watching.
+func (t *Target) watchSelfID(ctx context.Context, selfID int64) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s, changed := t.hub.up.State()
+			if s.SelfID != 0 && s.SelfID != selfID {
+				t.hub.closePeerOf(t.stats, selfID, "self_id changed")
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// closePeerOf gracefully closes the live peer tracked by st (a target has at
+// most one), with lifecycle disable.
+func (h *Hub) closePeerOf(st *health.Stats, selfID int64, why string) {
+	h.mu.Lock()
+	var conn *wsconn.Conn
+	for p := range h.peers {
+		if p.conn.Stats() == st {
+			conn = p.conn
+		}
+	}
+	h.mu.Unlock()
+	if conn != nil {
+		conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, why,
+			health.Lifecycle(time.Now(), selfID, health.LifecycleDisable))
+	}
+}
+
+// hint explains a failed dial in the terms of the frameworks users run.
+func (t *Target) hint(err error) string {
+	tok := t.cfg.EnvPrefix + "_TOKEN"
+	var se *wsconn.HTTPStatusError
+	if errors.As(err, &se) {
+		switch se.Status {
+		case http.StatusForbidden:
+			return fmt.Sprintf("NoneBot answers 403 for a wrong token (check %s against its ONEBOT_ACCESS_TOKEN), for a wrong path "+
+				"(it listens on /onebot/v11/ws, not /onebot/v11), and while it still holds another connection with the same X-Self-ID", tok)
+		case http.StatusUnauthorized:
+			return fmt.Sprintf("the target wants a token: set %s", tok)
+		case http.StatusNotFound:
+			return "wrong path: NoneBot listens on /onebot/v11/ws, Koishi on /onebot (its adapter's path setting)"
+		}
+		return fmt.Sprintf("the target refused the WebSocket handshake; check %s_URL", t.cfg.EnvPrefix)
+	}
+	if strings.Contains(err.Error(), "connection refused") {
+		return fmt.Sprintf("nothing listens at %s_URL: is the framework running, and its reverse-WS server enabled?", t.cfg.EnvPrefix)
+	}
+	return fmt.Sprintf("check %s_URL and that the framework is reachable", t.cfg.EnvPrefix)
+}
+
+// closeHint explains a close the peer chose.
+func closeHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	switch s := err.Error(); {
+	case strings.Contains(s, "Duplicate X-Self-ID"):
+		return "the framework still holds another connection for this self_id: is the implementation (or another obmux) also connected to it?"
+	case strings.Contains(s, "X-Self-ID"), strings.Contains(s, "selfId"):
+		return "the framework does not accept this self_id: check its configured bot account"
+	case strings.Contains(s, "keepalive"):
+		return "no pong in time: the framework is stuck, or the network path (NAT, proxy) dropped the connection"
+	}
+	return ""
+}

@@ -1,0 +1,173 @@
+package health
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Monitor tracks every connection obmux holds, for the health endpoints and
+// the metrics. It is safe for concurrent use.
+type Monitor struct {
+	metrics *Metrics
+	mu      sync.Mutex
+	conns   map[*Stats]struct{}
+	bound   map[string]*ConnMetrics
+}
+
+// NewMonitor returns a Monitor that reports through m.
+func NewMonitor(m *Metrics) *Monitor {
+	return &Monitor{metrics: m, conns: map[*Stats]struct{}{}, bound: map[string]*ConnMetrics{}}
+}
+
+// Metrics returns the metrics the monitor reports through.
+func (mon *Monitor) Metrics() *Metrics { return mon.metrics }
+
+// Track starts tracking a connection of role and name; call Stats.Untrack
+// when it is gone for good. Connections that share a role and name (forward
+// clients on one path) share their metric children.
+func (mon *Monitor) Track(role Role, name string) *Stats {
+	mon.mu.Lock()
+	defer mon.mu.Unlock()
+	key := string(role) + "\x00" + name
+	cm := mon.bound[key]
+	if cm == nil {
+		cm = mon.metrics.Conn(role, name)
+		mon.bound[key] = cm
+	}
+	s := &Stats{M: cm, Role: role, Name: name, mon: mon}
+	mon.conns[s] = struct{}{}
+	return s
+}
+
+// Stats is the state and the metrics of one tracked connection.
+type Stats struct {
+	// M are the connection's bound metric children.
+	M    *ConnMetrics
+	Role Role
+	Name string
+
+	mon       *Monitor
+	mu        sync.Mutex
+	connected bool
+	since     time.Time
+	lastErr   string
+	rtt       time.Duration
+}
+
+// Up records that the connection is established.
+func (s *Stats) Up() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.connected {
+		return
+	}
+	s.connected, s.since = true, time.Now()
+	s.M.Up.Inc()
+	s.M.Connects.Inc()
+}
+
+// Down records that the connection ended for reason, with err as its last
+// error (nil for none).
+func (s *Stats) Down(reason Reason, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.lastErr = err.Error()
+	}
+	if !s.connected {
+		return
+	}
+	s.connected, s.since = false, time.Now()
+	s.M.Up.Dec()
+	s.M.Disconnects[reason].Inc()
+}
+
+// Failed records err as the last error of a connection that is not up, such
+// as a failed dial.
+func (s *Stats) Failed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err.Error()
+	if s.since.IsZero() {
+		s.since = time.Now()
+	}
+}
+
+// RTT records a keepalive round trip.
+func (s *Stats) RTT(d time.Duration) {
+	s.mu.Lock()
+	s.rtt = d
+	s.mu.Unlock()
+	s.M.PingRTT.Set(d.Seconds())
+}
+
+// Untrack removes the connection from the health endpoints.
+func (s *Stats) Untrack() {
+	s.mon.mu.Lock()
+	delete(s.mon.conns, s)
+	s.mon.mu.Unlock()
+}
+
+// ConnState is one connection as the health endpoints report it.
+type ConnState struct {
+	Role      Role      `json:"role"`
+	Name      string    `json:"name"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	// PingRTTSeconds is the last keepalive round trip, 0 before the first.
+	PingRTTSeconds float64 `json:"ping_rtt_seconds"`
+}
+
+// Snapshot returns the state of every tracked connection, upstream first,
+// then by role and name.
+func (mon *Monitor) Snapshot() []ConnState {
+	mon.mu.Lock()
+	out := make([]ConnState, 0, len(mon.conns))
+	for s := range mon.conns {
+		s.mu.Lock()
+		out = append(out, ConnState{Role: s.Role, Name: s.Name, Connected: s.connected, Since: s.since,
+			LastError: s.lastErr, PingRTTSeconds: s.rtt.Seconds()})
+		s.mu.Unlock()
+	}
+	mon.mu.Unlock()
+	order := map[Role]int{RoleUpstream: 0, RoleTarget: 1, RoleClient: 2}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Role != out[j].Role {
+			return order[out[i].Role] < order[out[j].Role]
+		}
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Since.Before(out[j].Since)
+	})
+	return out
+}
+
+// Handler serves GET /healthz (200 while the process serves), GET /readyz
+// (200 when ready reports true, else 503), both with every connection as
+// JSON, and metrics (if not nil) on /metrics.
+func (mon *Monitor) Handler(ready func() bool, metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	write := func(w http.ResponseWriter, ok bool) {
+		status, code := "ok", http.StatusOK
+		if !ok {
+			status, code = "unavailable", http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(struct {
+			Status      string      `json:"status"`
+			Connections []ConnState `json:"connections"`
+		}{status, mon.Snapshot()})
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { write(w, true) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { write(w, ready()) })
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	return mux
+}

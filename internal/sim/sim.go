@@ -1,0 +1,204 @@
+// Package sim simulates the OneBot programs around obmux, over real
+// WebSockets on 127.0.0.1: an implementation's forward-WS server, framework
+// reverse-WS servers and forward-WS clients. The demo and the tests use it.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// ReadLimit is the read limit of every simulated connection.
+const ReadLimit = 64 << 20
+
+// Peer is one simulated WebSocket connection. A reader goroutine puts every
+// message on Frames; when Frames is full, or while Paused, the reader stops
+// reading from the socket, so the other side sees a peer that does not read
+// (and does not answer pings).
+type Peer struct {
+	WS *websocket.Conn
+	// Header holds the request headers the server side saw.
+	Header http.Header
+	// Frames receives every message read.
+	Frames chan []byte
+	// Done is closed when the connection has ended; Err then says how.
+	Done chan struct{}
+	Err  error
+
+	pauseMu sync.Mutex
+	paused  chan struct{}
+}
+
+func newPeer(ws *websocket.Conn, h http.Header, buffer int) *Peer {
+	ws.SetReadLimit(ReadLimit)
+	p := &Peer{WS: ws, Header: h, Frames: make(chan []byte, buffer), Done: make(chan struct{})}
+	go p.read()
+	return p
+}
+
+func (p *Peer) read() {
+	defer close(p.Done)
+	for {
+		p.pauseMu.Lock()
+		paused := p.paused
+		p.pauseMu.Unlock()
+		if paused != nil {
+			<-paused
+		}
+		_, b, err := p.WS.Read(context.Background())
+		if err != nil {
+			p.Err = err
+			close(p.Frames)
+			return
+		}
+		p.Frames <- b
+	}
+}
+
+// Pause stops the reader before its next read until Resume.
+func (p *Peer) Pause() {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	if p.paused == nil {
+		p.paused = make(chan struct{})
+	}
+}
+
+// Resume lets a paused reader go on.
+func (p *Peer) Resume() {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	if p.paused != nil {
+		close(p.paused)
+		p.paused = nil
+	}
+}
+
+// Send writes one text message.
+func (p *Peer) Send(ctx context.Context, b []byte) error {
+	return p.WS.Write(ctx, websocket.MessageText, b)
+}
+
+// Next returns the next message, or an error when ctx is done or the
+// connection ended.
+func (p *Peer) Next(ctx context.Context) ([]byte, error) {
+	select {
+	case b, ok := <-p.Frames:
+		if !ok {
+			return nil, fmt.Errorf("connection ended: %w", p.Err)
+		}
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close closes the connection at once and waits for the reader.
+func (p *Peer) Close() {
+	p.Resume()
+	p.WS.CloseNow()
+	<-p.Done
+}
+
+// CloseStatus returns the close code the other side sent, or -1.
+func (p *Peer) CloseStatus() websocket.StatusCode { return websocket.CloseStatus(p.Err) }
+
+// Dial connects to url as a client with header.
+func Dial(ctx context.Context, url string, header http.Header) (*Peer, *http.Response, error) {
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		return nil, resp, err
+	}
+	return newPeer(ws, nil, 1024), resp, nil
+}
+
+// Server is a WebSocket server on 127.0.0.1 whose accepted connections come
+// out of Accepted.
+type Server struct {
+	// URL is ws://127.0.0.1:port followed by the path.
+	URL  string
+	Addr string
+	// Accepted receives every accepted connection.
+	Accepted chan *Peer
+	// Check, if set, may refuse a request with an HTTP status (0: accept).
+	Check func(r *http.Request) int
+
+	srv   *http.Server
+	ln    net.Listener
+	mu    sync.Mutex
+	peers []*Peer
+	done  chan struct{}
+}
+
+// Listen starts a Server at addr ("127.0.0.1:0" for any port) serving path.
+func Listen(addr, path string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: "ws://" + ln.Addr().String() + path, Addr: ln.Addr().String(),
+		Accepted: make(chan *Peer, 64), ln: ln, done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc(path, s.serve)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	return s, nil
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if s.Check != nil {
+		if code := s.Check(r); code != 0 {
+			http.Error(w, http.StatusText(code), code)
+			return
+		}
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	p := newPeer(ws, r.Header.Clone(), 1024)
+	s.mu.Lock()
+	s.peers = append(s.peers, p)
+	s.mu.Unlock()
+	select {
+	case s.Accepted <- p:
+	default:
+		p.Close()
+	}
+}
+
+// Next returns the next accepted connection.
+func (s *Server) Next(ctx context.Context) (*Peer, error) {
+	select {
+	case p := <-s.Accepted:
+		return p, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no connection accepted: %w", ctx.Err())
+	}
+}
+
+// Close stops the server and closes every connection it accepted.
+func (s *Server) Close() {
+	s.srv.Close()
+	<-s.done
+	s.mu.Lock()
+	peers := s.peers
+	s.peers = nil
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.Close()
+	}
+}
+
+// ErrTimeout is returned by the Wait helpers when the deadline passes.
+var ErrTimeout = errors.New("timed out")

@@ -1,0 +1,14 @@
+// Package proxy is the side of obmux that faces the OneBot implementation.
+//
+// Upstream owns the single upstream connection (dialed, or accepted from the
+// implementation's reverse WS), reads its frames, hands events to a Sink,
+// consumes the upstream's own heartbeat and lifecycle meta events, and learns
+// the bot's self_id. Router routes API calls: it gives each call an echo that
+// is unique across all callers, remembers the caller and its original echo,
+// restores that echo byte for byte on the response, and answers on its own
+// when the upstream is down (1502), slow (1504) or the request is bad (1400).
+//
+// The wire vocabulary (Scan, frame classification, echo rewriting) lives here
+// too. It reads only the top level of a frame and never decodes it whole.
+// proxy knows nothing of targets or clients.
+package proxy

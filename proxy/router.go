@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/obmux/obmux/health"
+)
+
+// Caller is a connection that makes API calls through a Router: a target or
+// a client.
+type Caller interface {
+	// Deliver queues a response frame for the caller; it must not block.
+	Deliver(frame []byte)
+	// Stats returns the caller's state and metrics.
+	Stats() *health.Stats
+}
+
+// OneBot retcodes obmux answers with on its own.
+const (
+	RetcodeBadRequest      = 1400
+	RetcodeUpstreamDown    = 1502
+	RetcodeUpstreamTimeout = 1504
+)
+
+// ErrUpstreamDown is returned by a send function when no upstream is connected.
+var ErrUpstreamDown = errors.New("upstream not connected")
+
+// Router routes API calls from callers to the upstream and their responses
+// back. Every call gets exactly one final response: the upstream's, or one of
+// obmux's own failures. It is safe for concurrent use.
+type Router struct {
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	send    func(frame []byte) error
+	seq     uint64
+	pending map[uint64]*call
+}
+
+type call struct {
+	caller Caller
+	echo   []byte // the caller's raw echo; nil when it sent none
+	start  time.Time
+	timer  *time.Timer
+}
+
+// NewRouter returns a Router whose calls fail with 1504 after timeout.
+func NewRouter(timeout time.Duration, log *slog.Logger) *Router {
+	return &Router{timeout: timeout, log: log, pending: map[uint64]*call{}}
+}
+
+// setSend installs the function that writes a frame to the upstream (nil:
+// none connected).
+func (r *Router) setSend(send func([]byte) error) {
+	r.mu.Lock()
+	r.send = send
+	r.mu.Unlock()
+}
+
+// Pending returns how many calls wait for a response.
+func (r *Router) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
+}
+
+// echoPrefix starts every echo obmux sends upstream.
+const echoPrefix = `"obmux:`
+
+// Request forwards the API request b, scanned as f, from c to the upstream
+// under a fresh echo.
+func (r *Router) Request(c Caller, b []byte, f Frame) {
+	echo := raw(b, f.Echo)
+	r.mu.Lock()
+	send := r.send
+	if send == nil {
+		r.mu.Unlock()
+		r.fail(c, echo, RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
+		return
+	}
+	r.seq++
+	id := r.seq
+	cl := &call{caller: c, echo: echo, start: time.Now()}
+	cl.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
+	r.pending[id] = cl
+	r.mu.Unlock()
+
+	our := strconv.AppendUint(append(make([]byte, 0, 32), echoPrefix...), id, 10)
+	our = append(our, '"')
+	if err := send(SetEcho(b, f, our)); err != nil {
+		if r.take(id) != nil {
+			r.fail(c, echo, RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
+		}
+	}
+}
+
+// Reject answers a frame from c that is not a usable API request with a 1400
+// failure, carrying the frame's echo when one could be read.
+func (r *Router) Reject(c Caller, b []byte, f Frame, why string) {
+	r.fail(c, raw(b, f.Echo), RetcodeBadRequest, why, health.OutcomeFailed)
+}
+
+// Response routes a response frame b, scanned as f, from the upstream to its
+// caller, with the caller's echo restored. It reports false when no call
+// waits for it (unknown or foreign echo, or its caller is gone).
+func (r *Router) Response(b []byte, f Frame) bool {
+	id, ok := parseEcho(raw(b, f.Echo))
+	if !ok {
+		return false
+	}
+	streaming := r.isStreamPart(b, f)
+	r.mu.Lock()
+	cl := r.pending[id]
+	if cl == nil {
+		r.mu.Unlock()
+		return false
+	}
+	if streaming {
+		cl.timer.Reset(r.timeout)
+	} else {
+		delete(r.pending, id)
+		cl.timer.Stop()
+	}
+	r.mu.Unlock()
+	cl.caller.Deliver(SetEcho(b, f, cl.echo))
+	if !streaming {
+		m := cl.caller.Stats().M
+		outcome := health.OutcomeOK
+		if Is(b, f.Status, "failed") {
+			outcome = health.OutcomeFailed
+		}
+		m.API[outcome].Inc()
+		m.APIDuration.Observe(time.Since(cl.start).Seconds())
+	}
+	return true
+}
+
+// isStreamPart reports whether b is an intermediate frame of a NapCat
+// streaming action: "stream":"stream-action" and data.type "stream".
+func (r *Router) isStreamPart(b []byte, f Frame) bool {
+	if !Is(b, f.Stream, "stream-action") || !f.Data.Valid() {
+		return false
+	}
+	data := raw(b, f.Data)
+	df, err := Scan(data)
+	return err == nil && Is(data, df.Type, "stream")
+}
+
+// Forget drops every call of c, which has gone away; their responses will
+// be dropped as target_gone. It returns how many were dropped.
+func (r *Router) Forget(c Caller) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for id, cl := range r.pending {
+		if cl.caller == c {
+			cl.timer.Stop()
+			delete(r.pending, id)
+			n++
+		}
+	}
+	return n
+}
+
+// UpstreamDown answers every pending call with 1502: the upstream they were
+// sent to is gone, and their responses will never come.
+func (r *Router) UpstreamDown() {
+	r.mu.Lock()
+	calls := r.pending
+	r.pending = map[uint64]*call{}
+	r.mu.Unlock()
+	for _, cl := range calls {
+		cl.timer.Stop()
+		r.fail(cl.caller, cl.echo, RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
+	}
+}
+
+func (r *Router) take(id uint64) *call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cl := r.pending[id]
+	if cl != nil {
+		delete(r.pending, id)
+		cl.timer.Stop()
+	}
+	return cl
+}
+
+func (r *Router) expire(id uint64) {
+	if cl := r.take(id); cl != nil {
+		r.log.Warn("API call timed out", "caller", cl.caller.Stats().Name, "timeout", r.timeout)
+		r.fail(cl.caller, cl.echo, RetcodeUpstreamTimeout, "upstream timeout", health.OutcomeTimeout)
+	}
+}
+
+// fail delivers obmux's own failure response to c.
+func (r *Router) fail(c Caller, echo []byte, retcode int, msg string, outcome health.Outcome) {
+	c.Stats().M.API[outcome].Inc()
+	c.Deliver(Failure(retcode, msg, echo))
+}
+
+// Failure returns a OneBot failure response with retcode and message, and
+// echo (raw JSON) if not nil.
+func Failure(retcode int, msg string, echo []byte) []byte {
+	b := make([]byte, 0, 96+len(msg)+len(echo))
+	b = append(b, `{"status":"failed","retcode":`...)
+	b = strconv.AppendInt(b, int64(retcode), 10)
+	b = append(b, `,"data":null,"message":`...)
+	q, _ := json.Marshal(msg)
+	b = append(b, q...)
+	if echo != nil {
+		b = append(b, `,"echo":`...)
+		b = append(b, echo...)
+	}
+	return append(b, '}')
+}
+
+// parseEcho reads back an echo obmux sent upstream.
+func parseEcho(e []byte) (uint64, bool) {
+	if len(e) < len(echoPrefix)+2 || string(e[:len(echoPrefix)]) != echoPrefix || e[len(e)-1] != '"' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(e[len(echoPrefix):len(e)-1]), 10, 64)
+	return n, err == nil
+}

@@ -1,0 +1,414 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/wsconn"
+)
+
+// Sink receives the upstream's events. The fan-out hub implements it.
+type Sink interface {
+	// Event receives every upstream event except heartbeat and lifecycle
+	// meta events, in upstream order, on the upstream's reader goroutine.
+	// It must not block. b is shared: it must not be modified.
+	Event(b []byte)
+}
+
+// UpstreamConfig configures an Upstream.
+type UpstreamConfig struct {
+	// URL is the implementation's forward-WS URL to dial; empty means the
+	// implementation dials obmux (ServeHTTP).
+	URL string
+	// Token is sent as a Bearer token when dialing and required from the
+	// implementation when it dials obmux.
+	Token string
+	// SelfID fixes the bot's QQ number; 0 learns it from the upstream.
+	SelfID    int64
+	UserAgent string
+	Conn      wsconn.Config
+	Backoff   health.Backoff
+}
+
+// State is what obmux knows about the upstream right now.
+type State struct {
+	// Online is true while an upstream connection is up.
+	Online bool
+	// SelfID is the bot's QQ number, 0 until known.
+	SelfID int64
+	// Status is the upstream's own status from its last heartbeat.
+	Status health.Status
+}
+
+// Upstream owns the single connection to the OneBot implementation.
+type Upstream struct {
+	cfg       UpstreamConfig
+	router    *Router
+	sink      Sink
+	stats     *health.Stats
+	log       *slog.Logger
+	lastEvent prometheus.Gauge
+	dialLog   FailureLog
+
+	learning atomic.Bool // the current connection has not told its self_id yet
+
+	mu      sync.Mutex
+	conn    *wsconn.Conn
+	done    chan struct{} // closed when conn's Run has returned
+	closed  bool
+	state   State
+	changed chan struct{}
+	serving sync.WaitGroup
+}
+
+// NewUpstream returns an Upstream that routes responses through router and
+// events to sink.
+func NewUpstream(cfg UpstreamConfig, router *Router, sink Sink, mon *health.Monitor, log *slog.Logger) *Upstream {
+	u := &Upstream{cfg: cfg, router: router, sink: sink, log: log.With("role", "upstream"),
+		stats: mon.Track(health.RoleUpstream, "upstream"), lastEvent: mon.Metrics().LastEvent(),
+		changed: make(chan struct{})}
+	u.state.SelfID = cfg.SelfID
+	u.state.Status = health.Status{Good: true}
+	return u
+}
+
+// State returns the upstream's state and a channel closed at its next change.
+func (u *Upstream) State() (State, <-chan struct{}) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.state
+	s.Status.Online = s.Online
+	s.Status.Good = s.Online && s.Status.Good
+	return s, u.changed
+}
+
+// Ready reports whether the upstream is connected and the self_id known.
+func (u *Upstream) Ready() bool {
+	s, _ := u.State()
+	return s.Online && s.SelfID != 0
+}
+
+// update changes the state under u.mu and wakes the watchers.
+func (u *Upstream) update(fn func(*State)) {
+	old := u.state
+	fn(&u.state)
+	if u.state.Online != old.Online || u.state.SelfID != old.SelfID || u.state.Status.Good != old.Status.Good {
+		close(u.changed)
+		u.changed = make(chan struct{})
+	}
+}
+
+// Run dials the upstream and redials it with backoff until ctx is done. In
+// listen mode (no URL) it only waits for ctx.
+func (u *Upstream) Run(ctx context.Context) {
+	if u.cfg.URL == "" {
+		<-ctx.Done()
+		return
+	}
+	u.cfg.Backoff.Loop(ctx, func(ctx context.Context) bool {
+		h := http.Header{"User-Agent": {u.cfg.UserAgent}}
+		if u.cfg.Token != "" {
+			h.Set("Authorization", "Bearer "+u.cfg.Token)
+		}
+		ws, raw, err := wsconn.Dial(ctx, u.cfg.URL, h)
+		if err != nil {
+			if ctx.Err() == nil {
+				u.stats.Failed(err)
+				u.dialLog.Log(u.log, "cannot reach the upstream", err, upstreamHint(err, u.cfg.Token != ""))
+			}
+			return false
+		}
+		u.dialLog.Reset()
+		u.serve(ctx, ws, raw, 0)
+		return true
+	})
+}
+
+func upstreamHint(err error, haveToken bool) string {
+	var se *wsconn.HTTPStatusError
+	if errors.As(err, &se) {
+		switch se.Status {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			if haveToken {
+				return "the upstream refused OBMUX_UPSTREAM_TOKEN: check it matches the implementation's token"
+			}
+			return "the upstream wants a token: set OBMUX_UPSTREAM_TOKEN"
+		case http.StatusNotFound:
+			return "wrong path in OBMUX_UPSTREAM_URL: use the implementation's universal forward-WS endpoint"
+		}
+	}
+	return "is the implementation running and its forward-WS server enabled at OBMUX_UPSTREAM_URL?"
+}
+
+// ServeHTTP accepts the implementation's reverse-WS connection (listen mode).
+// It checks the token (401/403 before the upgrade) and X-Self-ID: a second
+// connection with the same self_id replaces the first, one with another
+// self_id is refused with 409 while the first is up.
+func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code := Authorize(r, u.cfg.Token); code != 0 {
+		u.log.Warn("upstream connection refused", "status", code, "remote", r.RemoteAddr,
+			"hint", "the implementation's token must equal OBMUX_UPSTREAM_TOKEN")
+		http.Error(w, http.StatusText(code), code)
+		return
+	}
+	var declared int64
+	if h := r.Header.Get("X-Self-ID"); h != "" {
+		id, err := strconv.ParseInt(h, 10, 64)
+		if err != nil || id <= 0 {
+			http.Error(w, "bad X-Self-ID", http.StatusBadRequest)
+			return
+		}
+		declared = id
+	}
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		http.Error(w, "obmux is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if u.conn != nil && declared != 0 && u.state.SelfID != 0 && declared != u.state.SelfID {
+		cur := u.state.SelfID
+		u.mu.Unlock()
+		u.log.Warn("upstream connection refused: another account is connected", "self_id", declared, "connected_self_id", cur)
+		http.Error(w, fmt.Sprintf("obmux already serves self_id %d", cur), http.StatusConflict)
+		return
+	}
+	u.serving.Add(1)
+	u.mu.Unlock()
+	defer u.serving.Done()
+	ws, raw, err := wsconn.Accept(w, r)
+	if err != nil {
+		u.log.Warn("upstream upgrade failed", "error", err, "remote", r.RemoteAddr)
+		return
+	}
+	u.serve(context.WithoutCancel(r.Context()), ws, raw, declared)
+}
+
+// serve runs one upstream connection until it ends.
+func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, declared int64) {
+	c := wsconn.New(ws, raw, u.stats, u.log, u.cfg.Conn)
+	done := make(chan struct{})
+	defer close(done)
+	u.mu.Lock()
+	if old, oldDone := u.conn, u.done; old != nil {
+		// Replace: the old connection ends first, so the two never overlap.
+		u.mu.Unlock()
+		u.log.Info("upstream connection replaced by a new one", "self_id", declared)
+		old.Close(health.ReasonReplaced, websocket.StatusGoingAway, "replaced by a new connection", nil)
+		<-oldDone
+		u.mu.Lock()
+	}
+	if u.closed {
+		u.mu.Unlock()
+		ws.CloseNow()
+		return
+	}
+	u.conn, u.done = c, done
+	u.learning.Store(true)
+	u.update(func(s *State) { s.Online = true })
+	u.mu.Unlock()
+	if declared != 0 {
+		u.learnSelfID(declared, "X-Self-ID")
+	}
+	u.router.setSend(func(b []byte) error {
+		if !c.Send(b, health.KindAPIRequest) {
+			return errors.New("upstream queue full")
+		}
+		return nil
+	})
+	u.log.Info("upstream connected")
+	if u.learning.Load() {
+		// Ask; whichever comes first, this answer or a frame's self_id, wins.
+		u.router.Request(loginInfo{u}, []byte(`{"action":"get_login_info","params":{}}`), mustScan(`{"action":"get_login_info","params":{}}`))
+	}
+	reason, err := c.Run(ctx, u.handle)
+	u.mu.Lock()
+	if u.conn == c {
+		u.conn = nil
+		u.update(func(s *State) { s.Online = false })
+	}
+	u.mu.Unlock()
+	u.router.setSend(nil)
+	u.router.UpstreamDown()
+	level := slog.LevelWarn
+	if reason == health.ReasonShutdown {
+		level = slog.LevelInfo
+	}
+	u.log.Log(ctx, level, "upstream disconnected", "reason", reason.String(), "error", err)
+}
+
+func mustScan(s string) Frame {
+	f, err := Scan([]byte(s))
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+// Close ends the upstream connection gracefully (close 1001) and refuses new
+// ones; it waits until the connection is gone or ctx is done.
+func (u *Upstream) Close(ctx context.Context) {
+	u.mu.Lock()
+	u.closed = true
+	c, done := u.conn, u.done
+	u.mu.Unlock()
+	if c != nil {
+		c.Close(health.ReasonShutdown, websocket.StatusGoingAway, "obmux shutting down", nil)
+		select {
+		case <-done:
+		case <-ctx.Done():
+			c.Abort(health.ReasonShutdown, ctx.Err())
+		}
+	}
+	wait := make(chan struct{})
+	go func() { u.serving.Wait(); close(wait) }()
+	select {
+	case <-wait:
+	case <-ctx.Done():
+	}
+}
+
+// handle is the upstream reader's Handler.
+func (u *Upstream) handle(b []byte) health.Kind {
+	f, kind, err := Classify(b)
+	if kind != health.KindAPIResponse && u.learning.Load() && f.SelfID.Valid() {
+		if id, ok := Int(b, f.SelfID); ok && id > 0 {
+			u.learnSelfID(id, "first frame")
+		}
+	}
+	switch kind {
+	case health.KindEvent:
+		u.lastEvent.SetToCurrentTime()
+		u.sink.Event(b)
+	case health.KindHeartbeat:
+		u.heartbeat(b, f)
+	case health.KindLifecycle:
+		// Consumed: every downstream connection gets its own.
+	case health.KindAPIResponse:
+		if !u.router.Response(b, f) {
+			u.stats.M.Dropped[health.DropTargetGone].Inc()
+			u.log.Debug("response dropped: no call waits for its echo", "echo", string(raw(b, f.Echo)))
+		}
+	case health.KindAPIRequest:
+		u.stats.M.Dropped[health.DropInvalid].Inc()
+		u.log.Warn("frame dropped: the upstream sent an API request", "action", string(raw(b, f.Action)))
+		return health.KindInvalid
+	default:
+		u.stats.M.Dropped[health.DropInvalid].Inc()
+		u.log.Warn("frame dropped: not a OneBot frame", "error", err, "bytes", len(b))
+	}
+	return kind
+}
+
+// heartbeat keeps the upstream's own status from its heartbeat event.
+func (u *Upstream) heartbeat(b []byte, f Frame) {
+	st := health.Status{Online: true, Good: true}
+	status := raw(b, f.Status)
+	var extra []byte
+	err := Members(status, func(key []byte, member, val Span) error {
+		switch string(key) {
+		case "online":
+			st.Online = string(status[val.Start:val.End]) != "false"
+		case "good":
+			st.Good = string(status[val.Start:val.End]) != "false"
+		default:
+			if extra != nil {
+				extra = append(extra, ',')
+			}
+			extra = append(extra, status[member.Start:member.End]...)
+		}
+		return nil
+	})
+	if err != nil {
+		u.log.Debug("upstream heartbeat without a usable status", "error", err)
+		return
+	}
+	st.Extra = extra
+	u.mu.Lock()
+	u.update(func(s *State) { s.Status = health.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
+	u.mu.Unlock()
+}
+
+// learnSelfID records the self_id the current connection reported.
+func (u *Upstream) learnSelfID(id int64, from string) {
+	if !u.learning.CompareAndSwap(true, false) {
+		return
+	}
+	u.mu.Lock()
+	cur := u.state.SelfID
+	switch {
+	case cur == id:
+	case u.cfg.SelfID != 0:
+		u.log.Warn("the upstream reports another self_id than OBMUX_SELF_ID; keeping OBMUX_SELF_ID", "self_id", id, "OBMUX_SELF_ID", u.cfg.SelfID)
+	default:
+		u.update(func(s *State) { s.SelfID = id })
+		if cur == 0 {
+			u.log.Info("self_id learned", "self_id", id, "from", from)
+		} else {
+			u.log.Warn("self_id changed: targets will reconnect", "self_id", id, "was", cur, "from", from)
+		}
+	}
+	u.mu.Unlock()
+}
+
+// loginInfo is the Caller of obmux's own get_login_info.
+type loginInfo struct{ u *Upstream }
+
+func (l loginInfo) Stats() *health.Stats { return l.u.stats }
+
+func (l loginInfo) Deliver(b []byte) {
+	f, err := Scan(b)
+	if err != nil || !Is(b, f.Status, "ok") {
+		l.u.log.Debug("get_login_info failed; the self_id will come from a frame", "response", string(b))
+		return
+	}
+	data := raw(b, f.Data)
+	var id int64
+	Members(data, func(key []byte, _, val Span) error {
+		if string(key) == "user_id" {
+			id, _ = Int(data, val)
+		}
+		return nil
+	})
+	if id > 0 {
+		l.u.learnSelfID(id, "get_login_info")
+	}
+}
+
+// FailureLog logs a repeating failure once per change: the first failure and
+// every one that differs from the last at warn, repeats at debug.
+type FailureLog struct {
+	mu   sync.Mutex
+	last string
+}
+
+// Log logs err with msg and hint.
+func (l *FailureLog) Log(log *slog.Logger, msg string, err error, hint string) {
+	l.mu.Lock()
+	same := l.last == err.Error()
+	l.last = err.Error()
+	l.mu.Unlock()
+	level := slog.LevelWarn
+	if same {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, msg, "error", err, "hint", hint)
+}
+
+// Reset forgets the last failure, after a success.
+func (l *FailureLog) Reset() {
+	l.mu.Lock()
+	l.last = ""
+	l.mu.Unlock()
+}

@@ -1,0 +1,428 @@
+// Package wsconn runs one OneBot WebSocket connection, whichever side dialed
+// it: the upstream, a reverse-WS target or a forward-WS client are all a Conn.
+//
+// A Conn has one reader loop (the caller of Run), one writer goroutine and
+// one keepalive goroutine. The writer sends, in this order of priority: the
+// greeting (lifecycle connect), a due heartbeat from the connection's own
+// timer, frames queued with Send (API calls and responses), then events
+// pulled from a Source. Heartbeats therefore never wait behind queued events
+// and never pile up: at most one is ever due. Every frame is counted in the
+// connection's metrics, and every end of a connection has one Reason.
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/health"
+)
+
+// Config are the settings every connection shares.
+type Config struct {
+	// PingInterval and PingTimeout drive WebSocket keepalive; an interval of
+	// zero disables it.
+	PingInterval, PingTimeout time.Duration
+	// WriteTimeout closes the connection when one write blocks longer; zero
+	// disables it.
+	WriteTimeout time.Duration
+	// CloseTimeout bounds a graceful close (final frame and close handshake).
+	CloseTimeout time.Duration
+	// ReadLimit is the largest message read, in bytes.
+	ReadLimit int64
+	// QueueSize bounds the frames queued with Send.
+	QueueSize int
+}
+
+// Item is an event from a Source: its sequence number and its bytes, shared
+// with every other connection (never modified).
+type Item struct {
+	Seq   uint64
+	Frame []byte
+}
+
+// Source feeds events to a connection's writer after its own frames.
+type Source interface {
+	// Pull appends the events due next to dst, at most cap(dst)-len(dst),
+	// and consumes them.
+	Pull(dst []Item) []Item
+	// Wrote reports that the event seq was written to the connection.
+	Wrote(seq uint64)
+}
+
+// Handler is called by the reader loop with every text message and returns
+// the kind it found, for the metrics. It must not block for long.
+type Handler func(frame []byte) health.Kind
+
+// ErrBinary is reported for a binary message: OneBot v11 speaks text.
+var ErrBinary = errors.New("binary message (OneBot v11 frames are text)")
+
+// Conn is one OneBot WebSocket connection. Configure it with the Set methods
+// before Run; Send, Wake and Close may be called from any goroutine.
+type Conn struct {
+	ws  *websocket.Conn
+	raw io.Closer
+	cfg Config
+	st  *health.Stats
+	log *slog.Logger
+
+	greeting  []byte
+	src       Source
+	hbEvery   time.Duration
+	heartbeat func() []byte
+
+	wake   chan struct{}
+	queued atomic.Int32 // len(queue), plus one while a close is requested
+
+	mu      sync.Mutex
+	queue   []queued
+	final   []byte // written last on a graceful close
+	closeAt *closeReq
+	ended   bool
+	cause   health.Reason
+	err     error
+	stop    context.CancelFunc
+}
+
+type queued struct {
+	frame []byte
+	kind  health.Kind
+}
+
+type closeReq struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+// New wraps ws. raw, if not nil, is the network connection under ws: closing
+// it is how a close that the peer does not answer is cut short (coder/websocket
+// alone may wait 10 s). st receives the connection's state and metrics.
+func New(ws *websocket.Conn, raw io.Closer, st *health.Stats, log *slog.Logger, cfg Config) *Conn {
+	ws.SetReadLimit(cfg.ReadLimit)
+	return &Conn{ws: ws, raw: raw, cfg: cfg, st: st, log: log, wake: make(chan struct{}, 1)}
+}
+
+// SetGreeting makes frame the first frame written.
+func (c *Conn) SetGreeting(frame []byte) { c.greeting = frame }
+
+// SetSource makes the writer send src's events after queued frames.
+func (c *Conn) SetSource(src Source) { c.src = src }
+
+// SetHeartbeat makes the writer send make() every interval, ahead of queued
+// frames and events. A zero interval sends none.
+func (c *Conn) SetHeartbeat(interval time.Duration, make func() []byte) {
+	c.hbEvery, c.heartbeat = interval, make
+}
+
+// Stats returns the connection's state and metrics.
+func (c *Conn) Stats() *health.Stats { return c.st }
+
+// Send queues frame (an API call or response) for the writer. It never
+// blocks: when the queue is full or the connection has ended, the frame is
+// dropped, counted, and Send returns false.
+func (c *Conn) Send(frame []byte, kind health.Kind) bool {
+	c.mu.Lock()
+	if c.ended || c.closeAt != nil {
+		c.mu.Unlock()
+		c.st.M.Dropped[health.DropTargetGone].Inc()
+		return false
+	}
+	if len(c.queue) >= c.cfg.QueueSize {
+		c.mu.Unlock()
+		c.st.M.Dropped[health.DropQueueFull].Inc()
+		return false
+	}
+	c.queue = append(c.queue, queued{frame, kind})
+	c.queued.Add(1)
+	c.mu.Unlock()
+	c.Wake()
+	return true
+}
+
+// Wake tells the writer that its Source may have events.
+func (c *Conn) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the connection gracefully: queued frames and events not yet
+// written are discarded, final (if not nil) is written, then a close frame
+// with code and reason, waiting for the peer's at most CloseTimeout. cause is
+// what the metrics and logs record. Close does not wait; Run returns when the
+// connection is gone. Only the first Close counts.
+func (c *Conn) Close(cause health.Reason, code websocket.StatusCode, reason string, final []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended || c.closeAt != nil {
+		return
+	}
+	c.setCause(cause, nil)
+	c.closeAt, c.final, c.queue = &closeReq{code, reason}, final, nil
+	c.queued.Store(1)
+	c.Wake()
+}
+
+// Abort ends the connection at once, without a close handshake.
+func (c *Conn) Abort(cause health.Reason, err error) {
+	c.mu.Lock()
+	c.setCause(cause, err)
+	stop := c.stop
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	c.ws.CloseNow()
+	c.closeRaw()
+}
+
+// setCause records why the connection ends; the first cause wins. c.mu held.
+func (c *Conn) setCause(cause health.Reason, err error) {
+	if c.err == nil && !c.hasCause() {
+		c.cause, c.err = cause, err
+		if err == nil {
+			c.err = errNoError
+		}
+	}
+}
+
+var errNoError = errors.New("")
+
+func (c *Conn) hasCause() bool { return c.err != nil }
+
+func (c *Conn) closeRaw() {
+	if c.raw != nil {
+		c.raw.Close()
+	}
+}
+
+// Run serves the connection until it ends, calling handle for every text
+// message read, and returns why it ended. Cancelling ctx aborts it; use Close
+// for a graceful end. Run marks the connection up in its Stats on entry and
+// down on return.
+func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.stop = cancel
+	c.mu.Unlock()
+	// coder/websocket reads and writes below use context.Background(): a
+	// context with a Done channel costs an AfterFunc per frame. Stopping is
+	// done by closing the connection instead.
+	stopWatch := context.AfterFunc(ctx, func() {
+		c.ws.CloseNow()
+		c.closeRaw()
+	})
+	defer stopWatch()
+	c.st.Up()
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		reason, err := c.writeLoop(ctx)
+		c.mu.Lock()
+		c.setCause(reason, err)
+		c.mu.Unlock()
+		cancel()
+	})
+	wg.Go(func() {
+		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, c.st.RTT)
+		if err != nil {
+			reason := health.ReasonWriteError
+			if errors.Is(err, health.ErrKeepaliveTimeout) {
+				reason = health.ReasonKeepaliveTimeout
+			}
+			c.mu.Lock()
+			c.setCause(reason, err)
+			c.mu.Unlock()
+			cancel()
+		}
+	})
+	reason, err := c.readLoop(handle)
+	c.mu.Lock()
+	c.setCause(reason, err)
+	c.ended = true
+	c.queue = nil
+	reason, err = c.cause, c.err
+	c.mu.Unlock()
+	cancel()
+	wg.Wait()
+	if err == errNoError {
+		err = nil
+	}
+	c.st.Down(reason, err)
+	return reason, err
+}
+
+func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
+	m := c.st.M
+	for {
+		typ, b, err := c.ws.Read(context.Background())
+		if err != nil {
+			var ce websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				return health.ReasonClosedByPeer, fmt.Errorf("peer closed with %d %q", ce.Code, ce.Reason)
+			case errors.Is(err, websocket.ErrMessageTooBig):
+				m.Dropped[health.DropOversized].Inc()
+				m.FramesIn[health.KindInvalid].Inc()
+				return health.ReasonReadError, fmt.Errorf("message over the %d byte read limit (closed with 1009): %w", c.cfg.ReadLimit, err)
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+				return health.ReasonClosedByPeer, fmt.Errorf("connection lost: %w", err)
+			}
+			return health.ReasonReadError, fmt.Errorf("read: %w", err)
+		}
+		m.BytesIn.Add(float64(len(b)))
+		if typ != websocket.MessageText {
+			m.FramesIn[health.KindInvalid].Inc()
+			m.Dropped[health.DropInvalid].Inc()
+			c.log.Warn("frame dropped", "error", ErrBinary, "bytes", len(b))
+			continue
+		}
+		m.FramesIn[handle(b)].Inc()
+	}
+}
+
+// write writes one frame with the write timeout armed on timer.
+func (c *Conn) write(timer *time.Timer, frame []byte, kind health.Kind) error {
+	if timer != nil {
+		timer.Reset(c.cfg.WriteTimeout)
+	}
+	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	c.st.M.FramesOut[kind].Inc()
+	c.st.M.BytesOut.Add(float64(len(frame)))
+	return nil
+}
+
+func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
+	var timer *time.Timer
+	if c.cfg.WriteTimeout > 0 {
+		timer = time.AfterFunc(time.Hour, func() {
+			c.mu.Lock()
+			c.setCause(health.ReasonWriteError, fmt.Errorf("a write blocked longer than %s", c.cfg.WriteTimeout))
+			c.mu.Unlock()
+			c.ws.CloseNow()
+			c.closeRaw()
+		})
+		timer.Stop()
+		defer timer.Stop()
+	}
+	var hb <-chan time.Time
+	if c.hbEvery > 0 && c.heartbeat != nil {
+		t := time.NewTicker(c.hbEvery)
+		defer t.Stop()
+		hb = t.C
+	}
+	writeErr := func(err error) (health.Reason, error) { return health.ReasonWriteError, fmt.Errorf("write: %w", err) }
+	if c.greeting != nil {
+		if err := c.write(timer, c.greeting, health.KindLifecycle); err != nil {
+			return writeErr(err)
+		}
+	}
+	heartbeat := func() error {
+		if err := c.write(timer, c.heartbeat(), health.KindHeartbeat); err != nil {
+			return err
+		}
+		c.st.M.Heartbeats.Inc()
+		return nil
+	}
+	// batch holds events pulled from the source; pos is the next to write.
+	batch, pos := make([]Item, 0, 64), 0
+	for {
+		// Between any two frames: a due heartbeat first, then a close or a
+		// queued frame, then events.
+		select {
+		case <-hb:
+			if err := heartbeat(); err != nil {
+				return writeErr(err)
+			}
+		default:
+		}
+		if c.queued.Load() > 0 {
+			c.mu.Lock()
+			if req := c.closeAt; req != nil {
+				final := c.final
+				c.mu.Unlock()
+				return c.closeGracefully(req, final)
+			}
+			next := c.queue[0]
+			c.queue[0] = queued{}
+			c.queue = c.queue[1:]
+			c.queued.Add(-1)
+			c.mu.Unlock()
+			if err := c.write(timer, next.frame, next.kind); err != nil {
+				return writeErr(err)
+			}
+			continue
+		}
+		if pos < len(batch) {
+			it := batch[pos]
+			batch[pos] = Item{}
+			pos++
+			if err := c.write(timer, it.Frame, health.KindEvent); err != nil {
+				return writeErr(err)
+			}
+			c.src.Wrote(it.Seq)
+			continue
+		}
+		if c.src != nil {
+			if batch, pos = c.src.Pull(batch[:0]), 0; len(batch) > 0 {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return health.ReasonShutdown, nil
+		case <-hb:
+			if err := heartbeat(); err != nil {
+				return writeErr(err)
+			}
+		case <-c.wake:
+		}
+	}
+}
+
+func (c *Conn) closeGracefully(req *closeReq, final []byte) (health.Reason, error) {
+	// Bound the whole close: the final frame write and the handshake.
+	t := time.AfterFunc(c.cfg.CloseTimeout, func() {
+		c.ws.CloseNow()
+		c.closeRaw()
+	})
+	defer t.Stop()
+	if final != nil {
+		if err := c.write(nil, final, health.KindLifecycle); err != nil {
+			return health.ReasonWriteError, fmt.Errorf("write final frame: %w", err)
+		}
+	}
+	c.ws.Close(req.code, req.reason)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause, nil
+}
+
+// HTTPStatusError is a failed WebSocket handshake with the HTTP status the
+// peer answered.
+type HTTPStatusError struct {
+	Status int
+	Err    error
+}
+
+func (e *HTTPStatusError) Error() string {
+	return fmt.Sprintf("handshake refused with HTTP %d %s", e.Status, http.StatusText(e.Status))
+}
+
+func (e *HTTPStatusError) Unwrap() error { return e.Err }
