@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/internal/sim"
+)
+
+// Events reach every target in upstream order, byte for byte, and the
+// upstream's own meta events are not forwarded.
+func TestDialUpstreamFansOutToThreeTargets(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	up.Check = bearer("up-secret")
+	tgs := []*target{newTarget(t), newTarget(t), newTarget(t)}
+	env := []string{"OBMUX_UPSTREAM_URL=" + up.URL, "OBMUX_UPSTREAM_TOKEN=up-secret", "OBMUX_TARGET_B_TOKEN=tb"}
+	for i, tg := range tgs {
+		env = append(env, fmt.Sprintf("OBMUX_TARGET_%c_URL=%s", 'A'+i, tg.URL))
+	}
+	start(t, env...)
+	up.connected()
+	peers := make([]*sim.Peer, len(tgs))
+	for i, tg := range tgs {
+		peers[i] = tg.accept()
+	}
+	// Headers a framework needs, exactly.
+	for i, p := range peers {
+		h := p.Header
+		if h.Get("X-Self-ID") != "10001" || h.Get("X-Client-Role") != "Universal" || h.Get("User-Agent") != "obmux/dev" {
+			t.Errorf("target %d headers: %v", i, h)
+		}
+		want := ""
+		if i == 1 {
+			want = "Bearer tb"
+		}
+		if got := h.Get("Authorization"); got != want {
+			t.Errorf("target %d Authorization = %q, want %q", i, got, want)
+		}
+	}
+	up.send(sim.Lifecycle(testSelfID, "connect"))
+	up.send([]byte(`{"time":1,"self_id":10001,"post_type":"meta_event","meta_event_type":"heartbeat","status":{"online":true,"good":true},"interval":30000}`))
+	const n = 200
+	for i := 1; i <= n; i++ {
+		up.send(event(i))
+	}
+	for ti, p := range peers {
+		for i := 1; i <= n; i++ {
+			if got := nextEvent(t, p); !bytes.Equal(got, event(i)) {
+				t.Fatalf("target %d event %d:\n got %s\nwant %s", ti, i, got, event(i))
+			}
+		}
+	}
+}
+
+// bearer refuses requests without the token: 401 missing, 403 wrong.
+func bearer(token string) func(r *http.Request) int {
+	return func(r *http.Request) int {
+		switch r.Header.Get("Authorization") {
+		case "":
+			return http.StatusUnauthorized
+		case "Bearer " + token:
+			return 0
+		}
+		return http.StatusForbidden
+	}
+}
+
+// A target that refuses (403) does not stop the others, and is retried.
+func TestRefusingTargetDoesNotStopOthers(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	good1, good2, bad := newTarget(t), newTarget(t), newTarget(t)
+	refused := make(chan struct{}, 100)
+	bad.Check = func(*http.Request) int { refused <- struct{}{}; return http.StatusForbidden }
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_GOOD1_URL="+good1.URL,
+		"OBMUX_TARGET_GOOD2_URL="+good2.URL, "OBMUX_TARGET_NONEBOT_URL="+bad.URL)
+	up.connected()
+	p1, p2 := good1.accept(), good2.accept()
+	up.send(event(1))
+	for _, p := range []*sim.Peer{p1, p2} {
+		if got := nextEvent(t, p); !bytes.Equal(got, event(1)) {
+			t.Fatalf("got %s", got)
+		}
+	}
+	for range 2 { // refused, then retried
+		select {
+		case <-refused:
+		case <-ctxT(t).Done():
+			t.Fatal("the refusing target was not retried")
+		}
+	}
+	eventually(t, "the 403 hint in the log", func() bool {
+		return strings.Contains(in.log.String(), "OBMUX_TARGET_NONEBOT_TOKEN") && strings.Contains(in.log.String(), "/onebot/v11/ws")
+	})
+	if strings.Count(in.log.String(), `"msg":"cannot connect to target"`) != strings.Count(in.log.String(), `"level":"WARN","msg":"cannot connect to target"`)+
+		strings.Count(in.log.String(), `"level":"DEBUG","msg":"cannot connect to target"`) {
+		t.Error("unexpected log levels")
+	}
+	if n := strings.Count(in.log.String(), `"level":"WARN","msg":"cannot connect to target"`); n != 1 {
+		t.Errorf("the same dial failure was logged at warn %d times, want once", n)
+	}
+}
+
+// obmux listens for the implementation's reverse WS: token 401/403 before the
+// upgrade, 409 for another account, replacement for the same one.
+func TestListenUpstream(t *testing.T) {
+	tg := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_TOKEN=s3cret", "OBMUX_TARGET_A_URL="+tg.URL)
+	url := "ws://" + in.addrs.Upstream + "/onebot/v11/ws"
+	hdr := func(auth string, self string) http.Header {
+		h := http.Header{"X-Self-ID": {self}, "X-Client-Role": {"Universal"}}
+		if auth != "" {
+			h.Set("Authorization", auth)
+		}
+		return h
+	}
+	for _, c := range []struct {
+		auth string
+		code int
+	}{{"", 401}, {"Bearer wrong", 403}} {
+		_, resp, err := sim.Dial(ctxT(t), url, hdr(c.auth, "10001"))
+		if err == nil || resp == nil || resp.StatusCode != c.code {
+			t.Fatalf("auth %q: want HTTP %d, got %v %v", c.auth, c.code, resp, err)
+		}
+	}
+	// go-cqhttp's "Token" scheme, any case.
+	first, _, err := sim.Dial(ctxT(t), url, hdr("token s3cret", "10001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	p := tg.accept()
+	if p.Header.Get("X-Self-ID") != "10001" {
+		t.Fatalf("X-Self-ID %q", p.Header.Get("X-Self-ID"))
+	}
+	first.Send(ctxT(t), event(1))
+	if got := nextEvent(t, p); !bytes.Equal(got, event(1)) {
+		t.Fatalf("got %s", got)
+	}
+	// Another account while one is connected: 409.
+	_, resp, err := sim.Dial(ctxT(t), url+"?access_token=s3cret", hdr("", "20002"))
+	if err == nil || resp == nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("want 409, got %v %v", resp, err)
+	}
+	// The same account again replaces the first connection.
+	second, _, err := sim.Dial(ctxT(t), url, hdr("Bearer s3cret", "10001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	<-first.Done
+	if first.CloseStatus() != websocket.StatusGoingAway {
+		t.Errorf("replaced connection closed with %v", first.Err)
+	}
+	second.Send(ctxT(t), event(2))
+	if got := nextEvent(t, p); !bytes.Equal(got, event(2)) {
+		t.Fatalf("got %s", got)
+	}
+	if got := in.metric("obmux_disconnects_total", "role=upstream", "reason=replaced"); got != 1 {
+		t.Errorf("replaced disconnects = %v", got)
+	}
+}
+
+// API calls: echoes of every kind come back exactly, to the caller only.
+func TestAPICallsKeepTheirEcho(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	a, b := newTarget(t), newTarget(t)
+	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+a.URL, "OBMUX_TARGET_B_URL="+b.URL)
+	up.connected()
+	pa, pb := a.accept(), b.accept()
+	echoes := []string{`"17"`, `1`, `{"seq":7}`, `null`, `12345678901234567890123`, `""`, `"中文\"q"`}
+	var wg sync.WaitGroup
+	for _, p := range []*sim.Peer{pa, pb} {
+		wg.Go(func() {
+			for _, e := range echoes {
+				p.Send(context.Background(), []byte(`{"action":"send_msg","params":{"user_id":1,"message":"hi"},"echo":`+e+`}`))
+			}
+			p.Send(context.Background(), []byte(`{"action":"send_msg","params":{"message":"no echo"}}`))
+		})
+	}
+	wg.Wait()
+	for name, p := range map[string]*sim.Peer{"a": pa, "b": pb} {
+		got := map[string]int{}
+		for range len(echoes) + 1 {
+			r := nextEvent(t, p)
+			var resp struct {
+				Status string          `json:"status"`
+				Echo   json.RawMessage `json:"echo"`
+			}
+			if err := json.Unmarshal(r, &resp); err != nil || resp.Status != "ok" {
+				t.Fatalf("%s: bad response %s", name, r)
+			}
+			if resp.Echo == nil {
+				got["<absent>"]++
+			} else {
+				got[string(resp.Echo)]++
+			}
+			if bytes.Contains(r, []byte("obmux:")) {
+				t.Errorf("%s: obmux's own echo leaked: %s", name, r)
+			}
+		}
+		for _, e := range append(echoes, "<absent>") {
+			if got[e] != 1 {
+				t.Errorf("%s: echo %s came back %d times (all: %v)", name, e, got[e], got)
+			}
+		}
+	}
+}
+
+// 1504 when the upstream does not answer in time, 1502 when none is
+// connected, 1400 for what is not a request; all with the caller's echo.
+func TestAPIFailuresObmuxAnswers(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	up.silent.Store(true)
+	tg := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL, "OBMUX_API_TIMEOUT=200ms", "OBMUX_SELF_ID=10001")
+	up.connected()
+	p := tg.accept()
+
+	p.Send(ctxT(t), []byte(`{"action":"get_status","echo":{"seq":7}}`))
+	want := `{"status":"failed","retcode":1504,"data":null,"message":"upstream timeout","echo":{"seq":7}}`
+	if got := nextEvent(t, p); string(got) != want {
+		t.Fatalf("timeout:\n got %s\nwant %s", got, want)
+	}
+	for _, c := range []struct{ frame, contains string }{
+		{`not json`, `"retcode":1400`},
+		{`{"params":{},"echo":5}`, `"echo":5`},
+		{`{"action":"x","echo":1,"echo":2}`, `duplicate`},
+		{`{"post_type":"message","echo":"e"}`, `"echo":"e"`},
+	} {
+		p.Send(ctxT(t), []byte(c.frame))
+		got := string(nextEvent(t, p))
+		if !strings.Contains(got, `"retcode":1400`) || !strings.Contains(got, c.contains) {
+			t.Errorf("%s -> %s", c.frame, got)
+		}
+	}
+	up.Close()
+	eventually(t, "upstream down", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 0 })
+	p.Send(ctxT(t), []byte(`{"action":"send_msg","echo":"9"}`))
+	want = `{"status":"failed","retcode":1502,"data":null,"message":"upstream not connected","echo":"9"}`
+	if got := nextEvent(t, p); string(got) != want {
+		t.Fatalf("upstream down:\n got %s\nwant %s", got, want)
+	}
+	if got := in.metric("obmux_api_requests_total", "name=a", "outcome=timeout"); got != 1 {
+		t.Errorf("timeouts = %v", got)
+	}
+	if got := in.metric("obmux_api_requests_total", "name=a", "outcome=upstream_down"); got != 1 {
+		t.Errorf("upstream_down = %v", got)
+	}
+}
+
+// NapCat's streaming actions: every frame reaches the caller, the call ends
+// with the last.
+func TestStreamingResponses(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	up.custom = func(p *sim.Peer, req []byte) bool {
+		var r sim.Request
+		json.Unmarshal(req, &r)
+		if r.Action != "download_file_stream" {
+			return false
+		}
+		for _, typ := range []string{"stream", "stream", "response"} {
+			p.Send(context.Background(), []byte(`{"status":"ok","retcode":0,"data":{"type":"`+typ+`"},"stream":"stream-action","echo":`+string(r.Echo)+`}`))
+		}
+		return true
+	}
+	tg := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL)
+	up.connected()
+	p := tg.accept()
+	p.Send(ctxT(t), []byte(`{"action":"download_file_stream","params":{},"echo":"s1"}`))
+	for _, typ := range []string{"stream", "stream", "response"} {
+		got := string(nextEvent(t, p))
+		if !strings.Contains(got, `"type":"`+typ+`"`) || !strings.HasSuffix(got, `"echo":"s1"}`) {
+			t.Fatalf("got %s", got)
+		}
+	}
+	eventually(t, "the call to end", func() bool { return in.metric("obmux_api_requests_total", "name=a", "outcome=ok") == 1 })
+}
+
+// Every wrong variable is named in one error.
+func TestBadConfigurationNamesEveryVariable(t *testing.T) {
+	_, err := loadConfig([]string{"OBMUX_API_TIMEOUT=soon", "OBMUX_QUEUE_SIZE=0", "OBMUX_TARGET_NB_URL=http://x",
+		"OBMUX_LOG_LEVEL=loud", "OBMUX_SLOW_TARGET=wait", "OBMUX_PING_INTERVAL=-1s", "OBMUX_TARGET_X-Y_URL=ws://a",
+		"OBMUX_UPSTREAM_URL=napcat:3001", "OBMUX_FORWARD_API_HEARTBEAT=maybe", "OBMUX_SELF_ID=abc"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, v := range []string{"OBMUX_API_TIMEOUT", "OBMUX_QUEUE_SIZE", "OBMUX_TARGET_NB_URL", "OBMUX_LOG_LEVEL",
+		"OBMUX_SLOW_TARGET", "OBMUX_PING_INTERVAL", "OBMUX_TARGET_X-Y_URL", "OBMUX_UPSTREAM_URL", "OBMUX_FORWARD_API_HEARTBEAT", "OBMUX_SELF_ID"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not name %s:\n%v", v, err)
+		}
+	}
+	if code := exitCode(run(context.Background(), nil, []string{"OBMUX_QUEUE_SIZE=x"}, nil, &bytes.Buffer{}), &bytes.Buffer{}); code != 2 {
+		t.Errorf("exit code %d, want 2", code)
+	}
+	// Tokens never appear in errors or logs.
+	_, err = loadConfig([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("token leaked or no error: %v", err)
+	}
+}
