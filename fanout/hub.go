@@ -217,7 +217,7 @@ type peer struct {
 	selfID int64 // the self_id the peer was greeted with
 }
 
-func (p *peer) Deliver(b []byte)      { p.conn.Send(b, health.KindAPIResponse) }
+func (p *peer) Deliver(b []byte)     { p.conn.Send(b, health.KindAPIResponse) }
 func (p *peer) Stats() *health.Stats { return p.conn.Stats() }
 
 // handle is a peer's reader Handler: API calls go to the router, anything

@@ -53,6 +53,8 @@ type instance struct {
 	done   chan error
 	log    *logBuffer
 	cfg    config
+	once   sync.Once
+	took   time.Duration
 }
 
 // start runs obmux with env ("OBMUX_X=v") over test defaults and stops it at
@@ -87,18 +89,20 @@ func start(t *testing.T, env ...string) *instance {
 
 // stop shuts obmux down and waits for it, returning how long it took.
 func (in *instance) stop() time.Duration {
-	begin := time.Now()
-	in.cancel()
-	select {
-	case err, ok := <-in.done:
-		if ok && err != nil {
-			in.t.Errorf("serve returned %v", err)
+	in.once.Do(func() {
+		begin := time.Now()
+		in.cancel()
+		select {
+		case err := <-in.done:
+			if err != nil {
+				in.t.Errorf("serve returned %v", err)
+			}
+		case <-time.After(wait + in.cfg.ShutdownTimeout):
+			in.t.Fatal("obmux did not stop")
 		}
-		close(in.done)
-	case <-time.After(wait + in.cfg.ShutdownTimeout):
-		in.t.Fatal("obmux did not stop")
-	}
-	return time.Since(begin)
+		in.took = time.Since(begin)
+	})
+	return in.took
 }
 
 // metrics scrapes /metrics.

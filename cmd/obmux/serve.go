@@ -51,7 +51,8 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
 		UserAgent: ua, Conn: connCfg, Backoff: backoff}, router, hub, mon, log)
 	hub.SetUpstream(up)
-	reg.MustRegister(hub.QueueCollector())
+	reg.MustRegister(hub.QueueCollector(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
+		Help: "API calls waiting for the upstream's response."}, func() float64 { return float64(router.Pending()) }))
 
 	// Listen on everything first, so that a taken port fails before anything
 	// connects anywhere.

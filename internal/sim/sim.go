@@ -62,7 +62,9 @@ func (p *Peer) read() {
 	}
 }
 
-// Pause stops the reader before its next read until Resume.
+// Pause stops the reader before its next read until Resume. A read already
+// waiting goes on (answering pings) until one more message arrives: send the
+// peer a message to make the pause bite.
 func (p *Peer) Pause() {
 	p.pauseMu.Lock()
 	defer p.pauseMu.Unlock()
