@@ -168,7 +168,8 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 	defer h.mu.Unlock()
 	r := h.ring
 	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next}
-	c.written.Store(resume)
+	// A first connection resumes, next time, from where it started.
+	c.written.Store(max(resume, r.next))
 	if resume != 0 && resume < r.next {
 		from, lost := resume, uint64(0)
 		if from < r.first {

@@ -223,6 +223,8 @@ func TestAPIFailuresObmuxAnswers(t *testing.T) {
 	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL, "OBMUX_API_TIMEOUT=200ms", "OBMUX_SELF_ID=10001")
 	up.connected()
 	p := tg.accept()
+	// With OBMUX_SELF_ID set, the target may connect before the upstream.
+	eventually(t, "upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
 
 	p.Send(ctxT(t), []byte(`{"action":"get_status","echo":{"seq":7}}`))
 	want := `{"status":"failed","retcode":1504,"data":null,"message":"upstream timeout","echo":{"seq":7}}`
