@@ -163,14 +163,16 @@ func loadConfig(environ []string) (config, error) {
 	if cfg.ReconnectMax < cfg.ReconnectMin {
 		bad("RECONNECT_MAX", cfg.ReconnectMax, "must not be less than OBMUX_RECONNECT_MIN ("+cfg.ReconnectMin.String()+")")
 	}
-	if cfg.QueueSize < 1 {
-		bad("QUEUE_SIZE", cfg.QueueSize, "must be at least 1")
+	// The ring that holds queued and replayable events is allocated up
+	// front (40 bytes an entry): keep it sane.
+	if cfg.QueueSize < 1 || cfg.QueueSize > 1_000_000 {
+		bad("QUEUE_SIZE", cfg.QueueSize, "must be from 1 to 1000000")
 	}
 	if cfg.QueueBytes < 1 {
 		bad("QUEUE_BYTES", cfg.QueueBytes, "must be at least 1")
 	}
-	if cfg.ReplaySize < 0 {
-		bad("REPLAY_SIZE", cfg.ReplaySize, "must be 0 (no replay) or more")
+	if cfg.ReplaySize < 0 || cfg.ReplaySize > 10_000_000 {
+		bad("REPLAY_SIZE", cfg.ReplaySize, "must be from 0 (no replay) to 10000000")
 	}
 	if cfg.ReplayBytes < 0 {
 		bad("REPLAY_BYTES", cfg.ReplayBytes, "must be 0 (no replay) or more")

@@ -1,0 +1,98 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/internal/sim"
+	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/wsconn"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRingBounds(t *testing.T) {
+	r := newRing(3, 10)
+	for i := range 5 {
+		r.push([]byte{byte('a' + i)}, 0)
+	}
+	if r.first != 3 || r.next != 6 || string(r.get(3).frame) != "c" {
+		t.Fatalf("count bound: first %d next %d", r.first, r.next)
+	}
+	if got := r.bytesFrom(4); got != 2 {
+		t.Errorf("bytesFrom(4) = %d", got)
+	}
+	r.push(make([]byte, 9), 0) // 9 bytes: only it and at most 1 more byte fit
+	if r.bytes > 10 || r.next-r.first != 2 {
+		t.Errorf("byte bound: %d bytes, %d events", r.bytes, r.next-r.first)
+	}
+	r.push(make([]byte, 50), 0) // larger than the bound: the newest is always kept
+	if r.next-r.first != 1 || r.bytes != 50 {
+		t.Errorf("oversized event: %d bytes, %d events", r.bytes, r.next-r.first)
+	}
+}
+
+// newTestHub returns a hub and n peer connections attached to it that are
+// never run, so that Event's own cost can be measured.
+func newTestHub(tb testing.TB, n int) (*Hub, func()) {
+	tb.Helper()
+	srv, err := sim.Listen("127.0.0.1:0", "/")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := NewHub(Config{QueueSize: 1 << 16, QueueBytes: 1 << 62, Slow: SlowDropOldest, ReplaySize: 1024, ReplayBytes: 1 << 30,
+		ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, log), mon, log)
+	var conns []*websocket.Conn
+	for i := range n {
+		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conns = append(conns, ws)
+		st := mon.Track(health.RoleTarget, fmt.Sprint("t", i))
+		h.attach(wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1}), st, 0)
+	}
+	return h, func() {
+		for _, ws := range conns {
+			ws.CloseNow()
+		}
+		srv.Close()
+	}
+}
+
+// Broadcasting allocates nothing per event, whatever the number of peers:
+// the frame is appended once and shared.
+func BenchmarkBroadcast(b *testing.B) {
+	frame := make([]byte, 300)
+	for _, n := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+			h, stop := newTestHub(b, n)
+			defer stop()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Event(frame)
+			}
+		})
+	}
+}
+
+func TestBroadcastDoesNotAllocatePerTarget(t *testing.T) {
+	frame := make([]byte, 1<<20)
+	for _, n := range []int{1, 50} {
+		h, stop := newTestHub(t, n)
+		if a := testing.AllocsPerRun(100, func() { h.Event(frame) }); a != 0 {
+			t.Errorf("%d targets: %v allocations per event, want 0", n, a)
+		}
+		stop()
+	}
+}

@@ -1,0 +1,82 @@
+package health
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBackoffStaysWithinBounds(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for attempt := range 20 {
+		limit := min(b.Min<<attempt, b.Max)
+		if attempt > 5 {
+			limit = b.Max
+		}
+		for range 50 {
+			d := b.Delay(attempt)
+			if d < b.Min || d > limit {
+				t.Fatalf("Delay(%d) = %v, want within [%v, %v]", attempt, d, b.Min, limit)
+			}
+		}
+	}
+}
+
+func TestMetaEventsAreOneBotJSON(t *testing.T) {
+	now := time.Unix(1790000000, 0)
+	var lc map[string]any
+	if err := json.Unmarshal(Lifecycle(now, 10001, LifecycleDisable), &lc); err != nil {
+		t.Fatal(err)
+	}
+	if lc["post_type"] != "meta_event" || lc["meta_event_type"] != "lifecycle" || lc["sub_type"] != "disable" ||
+		lc["self_id"] != float64(10001) || lc["time"] != float64(1790000000) {
+		t.Errorf("lifecycle %v", lc)
+	}
+	hb := Heartbeat(now, 10001, Status{Online: true, Good: false, Extra: []byte(`"stat":{"packet_lost":1}`)}, 5*time.Second)
+	want := `{"time":1790000000,"self_id":10001,"post_type":"meta_event","meta_event_type":"heartbeat","status":{"online":true,"good":false,"stat":{"packet_lost":1}},"interval":5000}`
+	if string(hb) != want {
+		t.Errorf("heartbeat\n got %s\nwant %s", hb, want)
+	}
+}
+
+func TestReadyzFollowsReadiness(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	mon := NewMonitor(NewMetrics(reg, "test"))
+	st := mon.Track(RoleTarget, "nonebot")
+	ready := false
+	h := mon.Handler(func() bool { return ready }, nil)
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("/readyz"); code != 503 {
+		t.Errorf("/readyz %d, want 503", code)
+	}
+	ready = true
+	st.Up()
+	code, body := get("/readyz")
+	if code != 200 || !strings.Contains(body, `"role":"target","name":"nonebot","connected":true`) {
+		t.Errorf("/readyz %d %s", code, body)
+	}
+	st.Down(ReasonKeepaliveTimeout, nil)
+	if got := testutil.ToFloat64(st.M.Disconnects[ReasonKeepaliveTimeout]); got != 1 {
+		t.Errorf("disconnects = %v", got)
+	}
+	if got := testutil.ToFloat64(st.M.Up); got != 0 {
+		t.Errorf("up = %v", got)
+	}
+	st.Untrack()
+	if _, body := get("/healthz"); strings.Contains(body, "nonebot") {
+		t.Errorf("untracked connection still listed: %s", body)
+	}
+}

@@ -1,0 +1,141 @@
+package wsconn
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/internal/sim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// pair returns a Conn dialed to a simulated peer.
+func pair(t *testing.T, cfg Config) (*Conn, *sim.Peer) {
+	t.Helper()
+	srv, err := sim.Listen("127.0.0.1:0", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, raw, err := Dial(ctx, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := srv.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := health.NewMonitor(health.NewMetrics(nil, "test")).Track(health.RoleTarget, "t")
+	return New(ws, raw, st, slog.New(slog.NewTextHandler(io.Discard, nil)), cfg), peer
+}
+
+func run(c *Conn, handle Handler) chan health.Reason {
+	done := make(chan health.Reason, 1)
+	go func() {
+		r, _ := c.Run(context.Background(), handle)
+		done <- r
+	}()
+	return done
+}
+
+func recv(t *testing.T, p *sim.Peer) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := p.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The greeting comes first, queued frames in order, and a graceful close
+// writes its final frame then the close code.
+func TestGreetingQueueAndGracefulClose(t *testing.T) {
+	c, p := pair(t, Config{QueueSize: 2, CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	c.SetGreeting([]byte(`{"hello":1}`))
+	got := make(chan []byte, 1)
+	done := run(c, func(b []byte) health.Kind { got <- b; return health.KindAPIRequest })
+	if b := recv(t, p); string(b) != `{"hello":1}` {
+		t.Fatalf("first frame %s", b)
+	}
+	c.Send([]byte(`{"n":1}`), health.KindAPIResponse)
+	c.Send([]byte(`{"n":2}`), health.KindAPIResponse)
+	for _, want := range []string{`{"n":1}`, `{"n":2}`} {
+		if b := recv(t, p); string(b) != want {
+			t.Fatalf("got %s want %s", b, want)
+		}
+	}
+	p.Send(context.Background(), []byte(`{"action":"x"}`))
+	select {
+	case b := <-got:
+		if string(b) != `{"action":"x"}` {
+			t.Fatalf("read %s", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler not called")
+	}
+	c.Close(health.ReasonShutdown, websocket.StatusGoingAway, "bye", []byte(`{"last":1}`))
+	if b := recv(t, p); string(b) != `{"last":1}` {
+		t.Fatalf("final frame %s", b)
+	}
+	if r := <-done; r != health.ReasonShutdown {
+		t.Errorf("reason %v", r)
+	}
+	<-p.Done
+	if p.CloseStatus() != websocket.StatusGoingAway {
+		t.Errorf("close %v", p.Err)
+	}
+	if got := testutil.ToFloat64(c.Stats().M.FramesIn[health.KindAPIRequest]); got != 1 {
+		t.Errorf("frames in = %v", got)
+	}
+	if !c.Send([]byte(`{}`), health.KindAPIResponse) == false {
+		t.Error("Send after the end must fail")
+	}
+}
+
+// A full queue drops and counts; a stuck write ends the connection with
+// write_error after WriteTimeout.
+func TestQueueFullAndWriteTimeout(t *testing.T) {
+	c, p := pair(t, Config{QueueSize: 1, WriteTimeout: 200 * time.Millisecond, CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	p.Pause()
+	c.SetGreeting([]byte(`{}`)) // the peer's reader takes this one, then stops
+	done := run(c, func([]byte) health.Kind { return health.KindInvalid })
+	big := bytes.Repeat([]byte("z"), 1<<20)
+	dropped := false
+	deadline := time.Now().Add(5 * time.Second)
+	for !dropped && time.Now().Before(deadline) {
+		dropped = !c.Send(big, health.KindAPIResponse)
+	}
+	if !dropped || testutil.ToFloat64(c.Stats().M.Dropped[health.DropQueueFull]) == 0 {
+		t.Fatal("a full queue did not drop")
+	}
+	// Keep feeding until the socket buffers are full and a write blocks.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r != health.ReasonWriteError {
+				t.Errorf("reason %v, want write_error", r)
+			}
+			p.Close()
+			return
+		case <-tick.C:
+			c.Send(big, health.KindAPIResponse)
+		case <-time.After(5 * time.Second):
+			t.Fatal("stuck write not detected")
+		}
+	}
+}
