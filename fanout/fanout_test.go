@@ -51,7 +51,7 @@ func newTestHub(tb testing.TB, n int) (*Hub, func()) {
 	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := NewHub(Config{QueueSize: 1 << 16, QueueBytes: 1 << 62, Slow: SlowDropOldest, ReplaySize: 1024, ReplayBytes: 1 << 30,
-		ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, log), mon, log)
+		ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, 16, log), mon, log)
 	var conns []*websocket.Conn
 	for i := range n {
 		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)

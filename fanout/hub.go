@@ -218,8 +218,9 @@ type peer struct {
 	selfID int64 // the self_id the peer was greeted with
 }
 
-func (p *peer) Deliver(b []byte)     { p.conn.Send(b, health.KindAPIResponse) }
-func (p *peer) Stats() *health.Stats { return p.conn.Stats() }
+func (p *peer) Deliver(b []byte)      { p.conn.Send(b, health.KindAPIResponse) }
+func (p *peer) Stats() *health.Stats  { return p.conn.Stats() }
+func (p *peer) Gone() <-chan struct{} { return p.conn.Done() }
 
 // handle is a peer's reader Handler: API calls go to the router, anything
 // else is answered with a 1400 failure.

@@ -18,6 +18,9 @@ type Caller interface {
 	Deliver(frame []byte)
 	// Stats returns the caller's state and metrics.
 	Stats() *health.Stats
+	// Gone is closed when the caller's connection ends: a request waiting
+	// for one of the caller's in-flight slots gives up then.
+	Gone() <-chan struct{}
 }
 
 // OneBot retcodes obmux answers with on its own.
@@ -34,13 +37,15 @@ var ErrUpstreamDown = errors.New("upstream not connected")
 // back. Every call gets exactly one final response: the upstream's, or one of
 // obmux's own failures. It is safe for concurrent use.
 type Router struct {
-	timeout time.Duration
-	log     *slog.Logger
+	timeout     time.Duration
+	maxInflight int
+	log         *slog.Logger
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
 	seq     uint64
 	pending map[uint64]*call
+	slots   map[Caller]chan struct{} // each caller's calls in flight
 }
 
 type call struct {
@@ -50,9 +55,50 @@ type call struct {
 	timer  *time.Timer
 }
 
-// NewRouter returns a Router whose calls fail with 1504 after timeout.
-func NewRouter(timeout time.Duration, log *slog.Logger) *Router {
-	return &Router{timeout: timeout, log: log, pending: map[uint64]*call{}}
+// NewRouter returns a Router whose calls fail with 1504 after timeout. A
+// caller may have at most maxInflight calls waiting for the upstream; Request
+// blocks its next one (and so stops reading from that caller) until one
+// ends, so that one caller flooding the API cannot starve the others.
+func NewRouter(timeout time.Duration, maxInflight int, log *slog.Logger) *Router {
+	return &Router{timeout: timeout, maxInflight: max(maxInflight, 1), log: log,
+		pending: map[uint64]*call{}, slots: map[Caller]chan struct{}{}}
+}
+
+// acquire takes one of c's in-flight slots, waiting while c has none free.
+// It reports false when c went away while waiting.
+func (r *Router) acquire(c Caller) bool {
+	r.mu.Lock()
+	s := r.slots[c]
+	if s == nil {
+		s = make(chan struct{}, r.maxInflight)
+		r.slots[c] = s
+	}
+	r.mu.Unlock()
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+	}
+	r.log.Debug("caller at its in-flight limit: reading from it waits", "caller", c.Stats().Name, "limit", r.maxInflight)
+	select {
+	case s <- struct{}{}:
+		return true
+	case <-c.Gone():
+		return false
+	}
+}
+
+// release frees one of c's slots.
+func (r *Router) release(c Caller) {
+	r.mu.Lock()
+	s := r.slots[c]
+	r.mu.Unlock()
+	if s != nil {
+		select {
+		case <-s:
+		default:
+		}
+	}
 }
 
 // setSend installs the function that writes a frame to the upstream (nil:
@@ -77,10 +123,14 @@ const echoPrefix = `"obmux:`
 // under a fresh echo.
 func (r *Router) Request(c Caller, b []byte, f Frame) {
 	echo := raw(b, f.Echo)
+	if !r.acquire(c) {
+		return
+	}
 	r.mu.Lock()
 	send := r.send
 	if send == nil {
 		r.mu.Unlock()
+		r.release(c)
 		r.fail(c, echo, RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
 		return
 	}
@@ -95,6 +145,7 @@ func (r *Router) Request(c Caller, b []byte, f Frame) {
 	our = append(our, '"')
 	if err := send(SetEcho(b, f, our)); err != nil {
 		if r.take(id) != nil {
+			r.release(c)
 			r.fail(c, echo, RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
 		}
 	}
@@ -130,6 +181,7 @@ func (r *Router) Response(b []byte, f Frame) bool {
 	r.mu.Unlock()
 	cl.caller.Deliver(SetEcho(b, f, cl.echo))
 	if !streaming {
+		r.release(cl.caller)
 		m := cl.caller.Stats().M
 		outcome := health.OutcomeOK
 		if Is(b, f.Status, "failed") {
@@ -165,6 +217,7 @@ func (r *Router) Forget(c Caller) int {
 			n++
 		}
 	}
+	delete(r.slots, c)
 	return n
 }
 
@@ -177,6 +230,7 @@ func (r *Router) UpstreamDown() {
 	r.mu.Unlock()
 	for _, cl := range calls {
 		cl.timer.Stop()
+		r.release(cl.caller)
 		r.fail(cl.caller, cl.echo, RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
 	}
 }
@@ -194,6 +248,7 @@ func (r *Router) take(id uint64) *call {
 
 func (r *Router) expire(id uint64) {
 	if cl := r.take(id); cl != nil {
+		r.release(cl.caller)
 		r.log.Warn("API call timed out", "caller", cl.caller.Stats().Name, "timeout", r.timeout)
 		r.fail(cl.caller, cl.echo, RetcodeUpstreamTimeout, "upstream timeout", health.OutcomeTimeout)
 	}

@@ -367,6 +367,8 @@ type loginInfo struct{ u *Upstream }
 
 func (l loginInfo) Stats() *health.Stats { return l.u.stats }
 
+func (l loginInfo) Gone() <-chan struct{} { return nil }
+
 func (l loginInfo) Deliver(b []byte) {
 	f, err := Scan(b)
 	if err != nil || !Is(b, f.Status, "ok") {

@@ -81,16 +81,18 @@ type Conn struct {
 	heartbeat func() []byte
 
 	wake   chan struct{}
-	queued atomic.Int32 // len(queue), plus one while a close is requested
+	done   chan struct{} // closed when the connection is ending
+	queued atomic.Int32  // len(queue), plus one while a close is requested
 
-	mu      sync.Mutex
-	queue   []queued
-	final   []byte // written last on a graceful close
-	closeAt *closeReq
-	ended   bool
-	cause   health.Reason
-	err     error
-	stop    context.CancelFunc
+	mu         sync.Mutex
+	queue      []queued
+	final      []byte // written last on a graceful close
+	closeAt    *closeReq
+	closeTimer *time.Timer
+	ended      bool
+	cause      health.Reason
+	err        error
+	stop       context.CancelFunc
 }
 
 type queued struct {
@@ -108,7 +110,7 @@ type closeReq struct {
 // alone may wait 10 s). st receives the connection's state and metrics.
 func New(ws *websocket.Conn, raw io.Closer, st *health.Stats, log *slog.Logger, cfg Config) *Conn {
 	ws.SetReadLimit(cfg.ReadLimit)
-	return &Conn{ws: ws, raw: raw, cfg: cfg, st: st, log: log, wake: make(chan struct{}, 1)}
+	return &Conn{ws: ws, raw: raw, cfg: cfg, st: st, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // SetGreeting makes frame the first frame written.
@@ -122,6 +124,9 @@ func (c *Conn) SetSource(src Source) { c.src = src }
 func (c *Conn) SetHeartbeat(interval time.Duration, make func() []byte) {
 	c.hbEvery, c.heartbeat = interval, make
 }
+
+// Done is closed when the connection is ending (Run's end is near).
+func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Stats returns the connection's state and metrics.
 func (c *Conn) Stats() *health.Stats { return c.st }
@@ -170,6 +175,12 @@ func (c *Conn) Close(cause health.Reason, code websocket.StatusCode, reason stri
 	c.setCause(cause, nil)
 	c.closeAt, c.final, c.queue = &closeReq{code, reason}, final, nil
 	c.queued.Store(1)
+	// A writer stuck on a peer that does not read never gets to the close:
+	// cut it after CloseTimeout.
+	c.closeTimer = time.AfterFunc(c.cfg.CloseTimeout, func() {
+		c.ws.CloseNow()
+		c.closeRaw()
+	})
 	c.Wake()
 }
 
@@ -219,6 +230,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	// context with a Done channel costs an AfterFunc per frame. Stopping is
 	// done by closing the connection instead.
 	stopWatch := context.AfterFunc(ctx, func() {
+		close(c.done)
 		c.ws.CloseNow()
 		c.closeRaw()
 	})
@@ -252,6 +264,9 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.ended = true
 	c.queue = nil
 	reason, err = c.cause, c.err
+	if c.closeTimer != nil {
+		c.closeTimer.Stop()
+	}
 	c.mu.Unlock()
 	cancel()
 	wg.Wait()
@@ -397,12 +412,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 }
 
 func (c *Conn) closeGracefully(req *closeReq, final []byte) (health.Reason, error) {
-	// Bound the whole close: the final frame write and the handshake.
-	t := time.AfterFunc(c.cfg.CloseTimeout, func() {
-		c.ws.CloseNow()
-		c.closeRaw()
-	})
-	defer t.Stop()
+	// Close's timer bounds this whole step: the final frame and the handshake.
 	if final != nil {
 		if err := c.write(nil, final, health.KindLifecycle); err != nil {
 			return health.ReasonWriteError, fmt.Errorf("write final frame: %w", err)

@@ -29,6 +29,7 @@ type config struct {
 	UpstreamToken   string        `env:"UPSTREAM_TOKEN"`
 	SelfID          int64         `env:"SELF_ID"`
 	APITimeout      time.Duration `env:"API_TIMEOUT" envDefault:"30s"`
+	APIMaxInflight  int           `env:"API_MAX_INFLIGHT" envDefault:"100"`
 	QueueSize       int           `env:"QUEUE_SIZE" envDefault:"1024"`
 	QueueBytes      int64         `env:"QUEUE_BYTES" envDefault:"67108864"`
 	SlowTarget      string        `env:"SLOW_TARGET" envDefault:"disconnect"`
@@ -167,6 +168,9 @@ func loadConfig(environ []string) (config, error) {
 	// front (40 bytes an entry): keep it sane.
 	if cfg.QueueSize < 1 || cfg.QueueSize > 1_000_000 {
 		bad("QUEUE_SIZE", cfg.QueueSize, "must be from 1 to 1000000")
+	}
+	if cfg.APIMaxInflight < 1 {
+		bad("API_MAX_INFLIGHT", cfg.APIMaxInflight, "must be at least 1")
 	}
 	if cfg.QueueBytes < 1 {
 		bad("QUEUE_BYTES", cfg.QueueBytes, "must be at least 1")

@@ -43,7 +43,7 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	backoff := health.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
 	ua := "obmux/" + version
 
-	router := proxy.NewRouter(cfg.APITimeout, log)
+	router := proxy.NewRouter(cfg.APITimeout, cfg.APIMaxInflight, log)
 	hub := fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,

@@ -34,11 +34,13 @@ type Peer struct {
 
 	pauseMu sync.Mutex
 	paused  chan struct{}
+	quit    chan struct{}
+	once    sync.Once
 }
 
 func newPeer(ws *websocket.Conn, h http.Header, buffer int) *Peer {
 	ws.SetReadLimit(ReadLimit)
-	p := &Peer{WS: ws, Header: h, Frames: make(chan []byte, buffer), Done: make(chan struct{})}
+	p := &Peer{WS: ws, Header: h, Frames: make(chan []byte, buffer), Done: make(chan struct{}), quit: make(chan struct{})}
 	go p.read()
 	return p
 }
@@ -50,7 +52,10 @@ func (p *Peer) read() {
 		paused := p.paused
 		p.pauseMu.Unlock()
 		if paused != nil {
-			<-paused
+			select {
+			case <-paused:
+			case <-p.quit:
+			}
 		}
 		_, b, err := p.WS.Read(context.Background())
 		if err != nil {
@@ -58,7 +63,13 @@ func (p *Peer) read() {
 			close(p.Frames)
 			return
 		}
-		p.Frames <- b
+		select {
+		case p.Frames <- b:
+		case <-p.quit:
+			p.Err = errors.New("closed by the test")
+			close(p.Frames)
+			return
+		}
 	}
 }
 
@@ -104,7 +115,7 @@ func (p *Peer) Next(ctx context.Context) ([]byte, error) {
 
 // Close closes the connection at once and waits for the reader.
 func (p *Peer) Close() {
-	p.Resume()
+	p.once.Do(func() { close(p.quit) })
 	p.WS.CloseNow()
 	<-p.Done
 }

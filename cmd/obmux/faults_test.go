@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/internal/sim"
+)
+
+// The upstream cut during 100 calls in flight: every caller gets exactly one
+// answer, none hangs, nothing stays pending.
+func TestUpstreamCutDuringCalls(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	up.silent.Store(true)
+	a, b := newTarget(t), newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+a.URL, "OBMUX_TARGET_B_URL="+b.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_API_TIMEOUT=5s", "OBMUX_SELF_ID=10001")
+	u := up.connected()
+	peers := []*sim.Peer{a.accept(), b.accept()}
+	// Targets are greeted with OBMUX_SELF_ID before the upstream may be up.
+	eventually(t, "upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
+	for i := range 100 {
+		peers[i%2].Send(ctxT(t), fmt.Appendf(nil, `{"action":"send_msg","echo":%d}`, i))
+	}
+	// Wait until the upstream has all 100 (obmux's own get_login_info aside),
+	// answer every tenth, then cut.
+	var reqs []sim.Request
+	ctx := ctxT(t)
+	for len(reqs) < 100 {
+		var r sim.Request
+		select {
+		case req := <-up.requests:
+			json.Unmarshal(req, &r)
+		case <-ctx.Done():
+			t.Fatalf("the upstream got %d of 100 calls", len(reqs))
+		}
+		if r.Action != "get_login_info" {
+			reqs = append(reqs, r)
+		}
+	}
+	for i := 0; i < 100; i += 10 {
+		u.Send(ctxT(t), sim.Response(`"ok"`, 0, "null", reqs[i].Echo))
+	}
+	u.Close()
+	answers := map[string]int{}
+	for i := range 100 {
+		r := nextEvent(t, peers[i%2])
+		var resp struct {
+			Retcode int             `json:"retcode"`
+			Echo    json.RawMessage `json:"echo"`
+		}
+		json.Unmarshal(r, &resp)
+		if resp.Retcode != 0 && resp.Retcode != 1502 && resp.Retcode != 1504 {
+			t.Fatalf("unexpected answer %s", r)
+		}
+		answers[string(resp.Echo)]++
+	}
+	for i := range 100 {
+		if answers[fmt.Sprint(i)] != 1 {
+			t.Errorf("call %d answered %d times", i, answers[fmt.Sprint(i)])
+		}
+	}
+	if got := in.metric("obmux_api_pending_requests"); got != 0 {
+		t.Errorf("pending after the cut: %v", got)
+	}
+}
+
+// A blackholed target (NAT gone: no bytes either way) is found by keepalive
+// within ping interval + timeout.
+func TestBlackholedTargetIsDetected(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	tg := newTarget(t)
+	fp, err := sim.NewFaultProxy(tg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL=ws://"+fp.Addr+"/onebot/v11/ws",
+		"OBMUX_PING_INTERVAL=100ms", "OBMUX_PING_TIMEOUT=200ms")
+	up.connected()
+	tg.accept()
+	fp.Blackhole(true)
+	begin := time.Now()
+	eventually(t, "the keepalive timeout", func() bool {
+		return in.metric("obmux_disconnects_total", "name=a", "reason=keepalive_timeout") == 1
+	})
+	if el := time.Since(begin); el > 300*time.Millisecond+time.Second {
+		t.Errorf("detected after %v, want about ping interval + timeout (300ms)", el)
+	}
+	fp.Blackhole(false)
+	tg.accept()
+}
+
+// One target that stops reading does not hold up the others, and obmux's
+// memory stays bounded while it is stuck (disconnect policy).
+func TestPausedTargetDoesNotStallOthers(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	slow, fast := newTarget(t), newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_SLOW_URL="+slow.URL, "OBMUX_TARGET_FAST_URL="+fast.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_QUEUE_SIZE=200", "OBMUX_PING_INTERVAL=0", "OBMUX_SHUTDOWN_TIMEOUT=300ms")
+	up.connected()
+	ps, pf := slow.accept(), fast.accept()
+	ps.Pause()
+	payload := strings.Repeat("p", 10000)
+	const n = 3000
+	var heap runtime.MemStats
+	for i := 1; i <= n; i++ {
+		up.send(sim.PrivateMessage(testSelfID, 1, int64(i), payload))
+		if got := messageID(t, nextEvent(t, pf)); got != i {
+			t.Fatalf("fast target got %d, want %d", got, i)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&heap)
+	if heap.HeapAlloc > 200<<20 {
+		t.Errorf("heap %d MiB after %d 10 KB events with a stuck target", heap.HeapAlloc>>20, n)
+	}
+	eventually(t, "the stuck target disconnected as a slow consumer", func() bool {
+		return in.metric("obmux_disconnects_total", "name=slow", "reason=queue_overflow") >= 1
+	})
+	ps.Close()
+}
+
+// Bad input from a target: each gets a 1400 or a close, counted, and the
+// connection or the process survives where it should.
+func TestBadInputFromTargets(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	tg := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL, "OBMUX_HEARTBEAT_INTERVAL=0",
+		"OBMUX_MAX_MESSAGE_BYTES=4096")
+	up.connected()
+	p := tg.accept()
+	cases := []string{
+		"\xff\xfe not utf-8",
+		`{"action":"x","echo":"\xff"}`,
+		`{"action":"x","echo":1,"echo":2}`,
+		`{"action":"x","params":` + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + `,"echo":3}`,
+	}
+	for _, c := range cases {
+		p.Send(ctxT(t), []byte(c))
+		if r := next(t, p); !bytes.Contains(r, []byte(`"retcode":1400`)) && !bytes.Contains(r, []byte(`"retcode":1404`)) {
+			t.Errorf("%.30q -> %s", c, r)
+		}
+	}
+	// A binary frame is dropped and counted; the connection lives on.
+	p.WS.Write(ctxT(t), websocket.MessageBinary, []byte(`{"action":"get_status","echo":"bin"}`))
+	p.Send(ctxT(t), []byte(`{"action":"get_status","echo":"after"}`))
+	if r := next(t, p); !bytes.Contains(r, []byte(`"echo":"after"`)) {
+		t.Errorf("after a binary frame: %s", r)
+	}
+	if got := in.metric("obmux_dropped_frames_total", "name=a", "reason=invalid"); got < 4 {
+		t.Errorf("invalid drops = %v", got)
+	}
+	// An oversized frame closes that connection with 1009; obmux redials.
+	p.Send(ctxT(t), []byte(`{"action":"x","params":"`+strings.Repeat("a", 5000)+`"}`))
+	<-p.Done
+	if p.CloseStatus() != websocket.StatusMessageTooBig {
+		t.Errorf("oversized frame: closed with %v", p.Err)
+	}
+	tg.accept()
+	if got := in.metric("obmux_dropped_frames_total", "name=a", "reason=oversized"); got != 1 {
+		t.Errorf("oversized drops = %v", got)
+	}
+}
+
+// A response with an unknown echo is dropped and counted; a target that
+// floods API calls does not starve another's.
+func TestUnknownEchoAndAPIFlood(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	flood, calm := newTarget(t), newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_FLOOD_URL="+flood.URL, "OBMUX_TARGET_CALM_URL="+calm.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0")
+	u := up.connected()
+	pf, pc := flood.accept(), calm.accept()
+	u.Send(ctxT(t), []byte(`{"status":"ok","retcode":0,"data":null,"echo":"obmux:999999"}`))
+	u.Send(ctxT(t), []byte(`{"status":"ok","retcode":0,"data":null,"echo":"foreign"}`))
+	eventually(t, "unknown responses counted", func() bool {
+		return in.metric("obmux_dropped_frames_total", "name=upstream", "reason=target_gone") == 2
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			if pf.Send(ctx, fmt.Appendf(nil, `{"action":"get_status","echo":%d}`, i)) != nil {
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-pf.Frames:
+			}
+		}
+	})
+	for i := range 20 {
+		pc.Send(ctxT(t), fmt.Appendf(nil, `{"action":"get_status","echo":"calm%d"}`, i))
+		if r := nextEvent(t, pc); !bytes.Contains(r, fmt.Appendf(nil, `"echo":"calm%d"`, i)) || !bytes.Contains(r, []byte(`"retcode":0`)) {
+			t.Fatalf("calm call %d: %s", i, r)
+		}
+	}
+	cancel()
+	wg.Wait()
+}
