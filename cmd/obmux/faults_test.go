@@ -213,3 +213,74 @@ func TestUnknownEchoAndAPIFlood(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// The upstream's link is cut in the middle of a 64 KiB event: obmux sees a
+// truncated frame, counts the disconnect, redials, and the targets get no
+// part of the broken event, only the events before and after it, in order.
+func TestUpstreamCutMidFrame(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	fp, err := sim.NewFaultProxy(up.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	a := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL=ws://"+fp.Addr+"/", "OBMUX_TARGET_A_URL="+a.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_RECONNECT_MIN=10ms", "OBMUX_RECONNECT_MAX=50ms")
+	up.connected()
+	pa := a.accept()
+	up.send(event(1))
+	if got := messageID(t, nextEvent(t, pa)); got != 1 {
+		t.Fatalf("got event %d, want 1", got)
+	}
+	cut := fp.CutMidFrame(true, 16<<10)
+	big := sim.PrivateMessage(testSelfID, 20002, 2, strings.Repeat("x", 64<<10))
+	up.send(big)
+	select {
+	case <-cut:
+	case <-ctxT(t).Done():
+		t.Fatal("the proxy never cut the big event")
+	}
+	up.connected()
+	eventually(t, "the upstream back up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
+	if got := in.metric("obmux_disconnects_total", "role=upstream"); got != 1 {
+		t.Errorf("upstream disconnects counted: %v, want 1", got)
+	}
+	up.send(event(3))
+	if got := messageID(t, nextEvent(t, pa)); got != 3 {
+		t.Fatalf("after the cut the target got event %d, want 3 (event 2 was never whole)", got)
+	}
+	if got := in.metric("obmux_connects_total", "role=target"); got != 1 {
+		t.Errorf("the target was reconnected (%v connects): an upstream fault must not touch it", got)
+	}
+}
+
+// A slow link (every chunk held 150 ms each way) keeps the upstream
+// connection: keepalive waits for the pong instead of giving up, and the
+// ping round trip it reports is the link's.
+func TestDelayedLinkKeepsConnection(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	fp, err := sim.NewFaultProxy(up.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	a := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL=ws://"+fp.Addr+"/", "OBMUX_TARGET_A_URL="+a.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_PING_INTERVAL=50ms", "OBMUX_PING_TIMEOUT=1s")
+	up.connected()
+	pa := a.accept()
+	const delay = 150 * time.Millisecond
+	fp.Delay(delay)
+	eventually(t, "a ping round trip over the slow link", func() bool {
+		return in.metric("obmux_ping_rtt_seconds", "role=upstream") >= 2*delay.Seconds()
+	})
+	up.send(event(1))
+	if got := messageID(t, nextEvent(t, pa)); got != 1 {
+		t.Fatalf("got event %d, want 1", got)
+	}
+	if got := in.metric("obmux_disconnects_total", "role=upstream"); got != 0 {
+		t.Errorf("the slow upstream was disconnected %v times", got)
+	}
+	fp.Delay(0)
+}
