@@ -96,3 +96,48 @@ func TestBroadcastDoesNotAllocatePerTarget(t *testing.T) {
 		stop()
 	}
 }
+
+// A reconnect whose replay is cut short before anything was written resumes
+// from the same point next time: the missed events are not skipped.
+func TestReplayCutShortIsNotSkipped(t *testing.T) {
+	h, stop := newTestHub(t, 0)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := sim.Listen("127.0.0.1:0", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conn := func(st *health.Stats) *wsconn.Conn {
+		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1})
+	}
+	st := h.mon.Track(health.RoleTarget, "a")
+	first := h.attach(conn(st), st, 0)
+	for range 5 {
+		h.Event([]byte(`{}`))
+	}
+	first.Wrote(2) // events 1 and 2 written, then the connection broke
+	resume := h.detach(first)
+	if resume != 3 {
+		t.Fatalf("resume after writing 1..2: %d, want 3", resume)
+	}
+	second := h.attach(conn(st), st, resume)
+	if got := h.detach(second); got != resume {
+		t.Fatalf("a reconnect that wrote nothing resumes from %d, want %d (events 3..5 would be lost)", got, resume)
+	}
+	third := h.attach(conn(st), st, resume)
+	if third.next != resume {
+		t.Fatalf("replay starts at %d, want %d", third.next, resume)
+	}
+	h.detach(third)
+	stb := h.mon.Track(health.RoleTarget, "b")
+	fresh := h.attach(conn(stb), stb, 0)
+	if got := h.detach(fresh); got != 6 {
+		t.Fatalf("a first connection that wrote nothing resumes from %d, want 6 (no replay of events before it came)", got)
+	}
+}

@@ -168,8 +168,6 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 	defer h.mu.Unlock()
 	r := h.ring
 	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next}
-	// A first connection resumes, next time, from where it started.
-	c.written.Store(max(resume, r.next))
 	if resume != 0 && resume < r.next {
 		from, lost := resume, uint64(0)
 		if from < r.first {
@@ -195,6 +193,10 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 			h.log.Info("replaying missed events", "name", st.Name, "events", n)
 		}
 	}
+	// Until it writes something, this connection resumes, next time, from
+	// where it started: the replay (if cut short) is not skipped, and a
+	// first connection gets its own resume point.
+	c.written.Store(c.next)
 	h.cursors[c] = struct{}{}
 	h.publish()
 	return c
@@ -323,4 +325,61 @@ func (h *Hub) Closing() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.closing
+}
+
+// closeOnSelfIDChange ends the connection tracked by st gracefully (lifecycle
+// disable for selfID, close 1000 "self_id changed") once the upstream's
+// self_id is no longer selfID: a OneBot connection serves one account, and
+// this one was greeted with the old one. A target redials and a client
+// reconnects, and each is greeted with the new self_id. The returned func
+// stops watching; call it once serve has returned.
+func (h *Hub) closeOnSelfIDChange(ctx context.Context, st *health.Stats, selfID int64) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s, changed := h.up.State()
+			if s.SelfID != 0 && s.SelfID != selfID {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+		}
+		// The change may come before serve has registered the peer: retry
+		// until it is there, or serve has returned.
+		retry := time.NewTicker(10 * time.Millisecond)
+		defer retry.Stop()
+		for !h.closePeerOf(st, selfID) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-retry.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// closePeerOf closes the live peer tracked by st (there is at most one) with
+// lifecycle disable, and reports whether there was one.
+func (h *Hub) closePeerOf(st *health.Stats, selfID int64) bool {
+	h.mu.Lock()
+	var conn *wsconn.Conn
+	for p := range h.peers {
+		if p.conn.Stats() == st {
+			conn = p.conn
+		}
+	}
+	h.mu.Unlock()
+	if conn == nil {
+		return false
+	}
+	h.log.Info("connection closed: the upstream's self_id changed", "role", string(st.Role), "name", st.Name, "self_id", selfID)
+	conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
+		health.Lifecycle(time.Now(), selfID, health.LifecycleDisable))
+	return true
 }

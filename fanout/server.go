@@ -4,9 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/obmux/obmux/health"
@@ -73,67 +71,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer stats.Untrack()
 	log := s.hub.log.With("role", "client", "name", path, "remote", r.RemoteAddr)
 	log.Info("client connected")
-	stop := s.hub.closeOnSelfIDChange(stats, o.selfID)
+	stop := s.hub.closeOnSelfIDChange(r.Context(), stats, o.selfID)
 	reason, err, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
 	stop()
 	log.Info("client disconnected", "reason", reason.String(), "error", err)
-}
-
-// closeOnSelfIDChange ends the client tracked by st gracefully (lifecycle
-// disable for selfID, close 1000 "self_id changed") once the upstream's
-// self_id is no longer selfID, as a target's connection is ended: a OneBot
-// connection serves one account, and the client was greeted with the old
-// one. The client reconnects and is greeted with the new self_id. The
-// returned func stops watching; call it after serve has returned.
-func (h *Hub) closeOnSelfIDChange(st *health.Stats, selfID int64) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			s, changed := h.up.State()
-			if s.SelfID != 0 && s.SelfID != selfID {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-changed:
-			}
-		}
-		// The change may come before serve has registered the peer: retry
-		// until it is there, or serve has returned.
-		retry := time.NewTicker(10 * time.Millisecond)
-		defer retry.Stop()
-		for !h.closeClient(st, selfID) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-retry.C:
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// closeClient closes the live peer tracked by st with lifecycle disable, and
-// reports whether there was one.
-func (h *Hub) closeClient(st *health.Stats, selfID int64) bool {
-	h.mu.Lock()
-	var conn *wsconn.Conn
-	for p := range h.peers {
-		if p.conn.Stats() == st {
-			conn = p.conn
-		}
-	}
-	h.mu.Unlock()
-	if conn == nil {
-		return false
-	}
-	h.log.Info("forward client closed: the upstream's self_id changed", "name", st.Name, "self_id", selfID)
-	conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
-		health.Lifecycle(time.Now(), selfID, health.LifecycleDisable))
-	return true
 }
 
 // QueueCollector returns the collector of obmux_queue_length: how many

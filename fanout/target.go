@@ -8,9 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/proxy"
@@ -74,7 +71,7 @@ func (t *Target) Run(ctx context.Context) {
 		t.dialLog.Reset()
 		t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
 
-		stop := t.watchSelfID(ctx, selfID)
+		stop := t.hub.closeOnSelfIDChange(ctx, t.stats, selfID)
 		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume})
 		stop()
 		t.resume = resume
@@ -99,46 +96,6 @@ func (t *Target) waitSelfID(ctx context.Context) (int64, bool) {
 			return 0, false
 		case <-changed:
 		}
-	}
-}
-
-// watchSelfID closes the current connection when the self_id changes from
-// selfID; the returned func stops watching.
-func (t *Target) watchSelfID(ctx context.Context, selfID int64) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			s, changed := t.hub.up.State()
-			if s.SelfID != 0 && s.SelfID != selfID {
-				t.hub.closePeerOf(t.stats, selfID, "self_id changed")
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-changed:
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// closePeerOf gracefully closes the live peer tracked by st (a target has at
-// most one), with lifecycle disable.
-func (h *Hub) closePeerOf(st *health.Stats, selfID int64, why string) {
-	h.mu.Lock()
-	var conn *wsconn.Conn
-	for p := range h.peers {
-		if p.conn.Stats() == st {
-			conn = p.conn
-		}
-	}
-	h.mu.Unlock()
-	if conn != nil {
-		conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, why,
-			health.Lifecycle(time.Now(), selfID, health.LifecycleDisable))
 	}
 }
 

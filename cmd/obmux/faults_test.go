@@ -79,11 +79,7 @@ func TestUpstreamCutDuringCalls(t *testing.T) {
 func TestBlackholedTargetIsDetected(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	tg := newTarget(t)
-	fp, err := sim.NewFaultProxy(tg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fp.Close)
+	fp := faultProxy(t, tg.Addr)
 	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL=ws://"+fp.Addr+"/onebot/v11/ws",
 		"OBMUX_PING_INTERVAL=100ms", "OBMUX_PING_TIMEOUT=200ms")
 	up.connected()
@@ -218,17 +214,7 @@ func TestUnknownEchoAndAPIFlood(t *testing.T) {
 // truncated frame, counts the disconnect, redials, and the targets get no
 // part of the broken event, only the events before and after it, in order.
 func TestUpstreamCutMidFrame(t *testing.T) {
-	up := newUpstream(t, "127.0.0.1:0")
-	fp, err := sim.NewFaultProxy(up.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fp.Close)
-	a := newTarget(t)
-	in := start(t, "OBMUX_UPSTREAM_URL=ws://"+fp.Addr+"/", "OBMUX_TARGET_A_URL="+a.URL,
-		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_RECONNECT_MIN=10ms", "OBMUX_RECONNECT_MAX=50ms")
-	up.connected()
-	pa := a.accept()
+	up, fp, in, pa := upstreamThroughProxy(t, "OBMUX_RECONNECT_MIN=10ms", "OBMUX_RECONNECT_MAX=50ms")
 	up.send(event(1))
 	if got := messageID(t, nextEvent(t, pa)); got != 1 {
 		t.Fatalf("got event %d, want 1", got)
@@ -259,17 +245,7 @@ func TestUpstreamCutMidFrame(t *testing.T) {
 // connection: keepalive waits for the pong instead of giving up, and the
 // ping round trip it reports is the link's.
 func TestDelayedLinkKeepsConnection(t *testing.T) {
-	up := newUpstream(t, "127.0.0.1:0")
-	fp, err := sim.NewFaultProxy(up.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fp.Close)
-	a := newTarget(t)
-	in := start(t, "OBMUX_UPSTREAM_URL=ws://"+fp.Addr+"/", "OBMUX_TARGET_A_URL="+a.URL,
-		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_PING_INTERVAL=50ms", "OBMUX_PING_TIMEOUT=1s")
-	up.connected()
-	pa := a.accept()
+	up, fp, in, pa := upstreamThroughProxy(t, "OBMUX_PING_INTERVAL=50ms", "OBMUX_PING_TIMEOUT=1s")
 	const delay = 150 * time.Millisecond
 	fp.Delay(delay)
 	eventually(t, "a ping round trip over the slow link", func() bool {
@@ -283,4 +259,18 @@ func TestDelayedLinkKeepsConnection(t *testing.T) {
 		t.Errorf("the slow upstream was disconnected %v times", got)
 	}
 	fp.Delay(0)
+}
+
+// upstreamThroughProxy runs obmux (with env, heartbeats off) dialing the
+// upstream through a fault proxy, with one target, and waits until both are
+// connected.
+func upstreamThroughProxy(t *testing.T, env ...string) (*upstream, *sim.FaultProxy, *instance, *sim.Peer) {
+	t.Helper()
+	up := newUpstream(t, "127.0.0.1:0")
+	fp := faultProxy(t, up.Addr)
+	a := newTarget(t)
+	in := start(t, append([]string{"OBMUX_UPSTREAM_URL=ws://" + fp.Addr + "/", "OBMUX_TARGET_A_URL=" + a.URL,
+		"OBMUX_HEARTBEAT_INTERVAL=0"}, env...)...)
+	up.connected()
+	return up, fp, in, a.accept()
 }

@@ -567,7 +567,7 @@ func TestForwardSlowClientIsCutOffAlone(t *testing.T) {
 	slow.p.Pause() // bites at the first event
 	// Flood until obmux gives up on the stuck client: its queue_length
 	// series goes when its cursor is dropped.
-	sent := flood(t, up, []*sim.Peer{fast.p, pt}, func() bool { return !fwdHasSeries(in, "obmux_queue_length", "name=/event") })
+	sent := flood(t, up, []*sim.Peer{fast.p, pt}, func() bool { return len(in.series("obmux_queue_length", "name=/event")) == 0 })
 	eventually(t, "the stuck client disconnected for queue_overflow", func() bool {
 		return in.metric("obmux_disconnects_total", "role=client", "name=/event", "reason=queue_overflow") == 1
 	})
@@ -607,31 +607,6 @@ func flood(t *testing.T, up *upstream, readers []*sim.Peer, done func() bool) []
 		}
 	}
 	return sent
-}
-
-// fwdHasSeries reports whether the scrape has a series of name whose labels
-// include labels ("k=v").
-func fwdHasSeries(in *instance, name string, labels ...string) bool {
-	in.t.Helper()
-	mf := in.metrics()[name]
-	if mf == nil {
-		return false
-	}
-next:
-	for _, m := range mf.Metric {
-		for _, l := range labels {
-			k, v, _ := strings.Cut(l, "=")
-			found := false
-			for _, lp := range m.Label {
-				found = found || lp.GetName() == k && lp.GetValue() == v
-			}
-			if !found {
-				continue next
-			}
-		}
-		return true
-	}
-	return false
 }
 
 // Clients get keepalive pings: the round trip is measured, and a client that

@@ -121,29 +121,38 @@ func (in *instance) metrics() map[string]*dto.MetricFamily {
 	return mf
 }
 
-// metric returns the value of the series of name whose labels include
-// labels ("k=v" pairs), or 0.
-func (in *instance) metric(name string, labels ...string) float64 {
+// series returns the series of name whose labels include labels ("k=v"
+// pairs).
+func (in *instance) series(name string, labels ...string) []*dto.Metric {
 	in.t.Helper()
 	mf := in.metrics()[name]
 	if mf == nil {
-		return 0
+		return nil
 	}
-	sum := 0.0
+	var out []*dto.Metric
 next:
 	for _, m := range mf.Metric {
 		for _, l := range labels {
 			k, v, _ := strings.Cut(l, "=")
 			found := false
 			for _, lp := range m.Label {
-				if lp.GetName() == k && lp.GetValue() == v {
-					found = true
-				}
+				found = found || lp.GetName() == k && lp.GetValue() == v
 			}
 			if !found {
 				continue next
 			}
 		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// metric returns the sum of the series of name whose labels include labels
+// ("k=v" pairs), or 0; a histogram counts its samples.
+func (in *instance) metric(name string, labels ...string) float64 {
+	in.t.Helper()
+	sum := 0.0
+	for _, m := range in.series(name, labels...) {
 		switch {
 		case m.Counter != nil:
 			sum += m.Counter.GetValue()
@@ -334,4 +343,15 @@ func nextEvent(t *testing.T, p *sim.Peer) []byte {
 
 func event(n int) []byte {
 	return sim.PrivateMessage(testSelfID, 20002, int64(n), fmt.Sprintf("message %d [&]", n))
+}
+
+// faultProxy puts a sim.FaultProxy in front of addr for the test.
+func faultProxy(t *testing.T, addr string) *sim.FaultProxy {
+	t.Helper()
+	fp, err := sim.NewFaultProxy(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	return fp
 }

@@ -317,7 +317,7 @@ func TestMetricsStuckTargetDisconnected(t *testing.T) {
 	pa, pb := a.accept(), b.accept()
 	pa.Pause() // bites at the first event
 	// Flood until obmux gives up on a: its queue_length series goes.
-	flood(t, up, []*sim.Peer{pb}, func() bool { return !fwdHasSeries(in, "obmux_queue_length", "name=a") })
+	flood(t, up, []*sim.Peer{pb}, func() bool { return len(in.series("obmux_queue_length", "name=a")) == 0 })
 	eventually(t, "a disconnected for queue_overflow", func() bool {
 		return in.metric("obmux_disconnects_total", "role=target", "name=a", "reason=queue_overflow") == 1
 	})

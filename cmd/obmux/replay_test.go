@@ -156,11 +156,7 @@ func TestCutsDuringSteadyStream(t *testing.T) {
 	env := []string{"OBMUX_UPSTREAM_URL=" + up.URL, "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_RECONNECT_MIN=5ms", "OBMUX_RECONNECT_MAX=20ms"}
 	for i := range nTargets {
 		tg := newTarget(t)
-		fp, err := sim.NewFaultProxy(tg.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(fp.Close)
+		fp := faultProxy(t, tg.Addr)
 		tgs, proxies = append(tgs, tg), append(proxies, fp)
 		env = append(env, fmt.Sprintf("OBMUX_TARGET_T%d_URL=ws://%s/onebot/v11/ws", i, fp.Addr))
 	}
@@ -227,6 +223,15 @@ func TestCutsDuringSteadyStream(t *testing.T) {
 	}
 	close(stop)
 	sender.Wait()
+	// An event written just before a cut is lost in flight (obmux counted
+	// it as written; see the README's replay guarantee), so the last event
+	// is sent once every target is back.
+	for i := range tgs {
+		eventually(t, fmt.Sprintf("target %d back", i), func() bool {
+			return in.metric("obmux_connects_total", fmt.Sprintf("name=t%d", i)) == cuts+1 &&
+				in.metric("obmux_connection_up", fmt.Sprintf("name=t%d", i)) == 1
+		})
+	}
 	last := int(sentN.Load()) + 1
 	up.send(event(last))
 	for i := range tgs {
@@ -248,8 +253,5 @@ func TestCutsDuringSteadyStream(t *testing.T) {
 		received := len(ids) - 1
 		t.Logf("target %d: %d of %d events received over %d cuts (%d lost in flight), replayed %v", i, received, last, cuts,
 			last-received, in.metric("obmux_replayed_events_total", fmt.Sprintf("name=t%d", i)))
-		if in.metric("obmux_connects_total", fmt.Sprintf("name=t%d", i)) < cuts+1 {
-			t.Errorf("target %d reconnected fewer than %d times", i, cuts)
-		}
 	}
 }
