@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -40,6 +41,7 @@ type Router struct {
 	timeout     time.Duration
 	maxInflight int
 	log         *slog.Logger
+	timeouts    FailureLog // a run of timeouts is logged once
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
@@ -181,6 +183,7 @@ func (r *Router) Response(b []byte, f Frame) bool {
 	r.mu.Unlock()
 	cl.caller.Deliver(SetEcho(b, f, cl.echo))
 	if !streaming {
+		r.timeouts.Reset()
 		r.release(cl.caller)
 		m := cl.caller.Stats().M
 		outcome := health.OutcomeOK
@@ -249,7 +252,9 @@ func (r *Router) take(id uint64) *call {
 func (r *Router) expire(id uint64) {
 	if cl := r.take(id); cl != nil {
 		r.release(cl.caller)
-		r.log.Warn("API call timed out", "caller", cl.caller.Stats().Name, "timeout", r.timeout)
+		r.timeouts.Log(r.log.With("caller", cl.caller.Stats().Name), "API call timed out (repeats are logged at debug until a response arrives)",
+			fmt.Errorf("no response from the upstream within OBMUX_API_TIMEOUT=%s", r.timeout),
+			"the upstream is slow or stuck; obmux_api_requests_total{outcome=\"timeout\"} counts every one")
 		r.fail(cl.caller, cl.echo, RetcodeUpstreamTimeout, "upstream timeout", health.OutcomeTimeout)
 	}
 }
