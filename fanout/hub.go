@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -77,6 +78,12 @@ func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
 
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {
+	// The ring keeps b for replay. A frame read whole (io.ReadAll) may have
+	// up to twice its length in capacity: keep a large one at its size, so
+	// the ring's byte bounds are the memory it holds.
+	if len(b) >= 64<<10 && cap(b)-len(b) > len(b)/8 {
+		b = bytes.Clone(b)
+	}
 	var slow []*cursor
 	h.mu.Lock()
 	seq := h.ring.push(b, time.Now().UnixNano())

@@ -1,6 +1,7 @@
 package fanout
 
-// ring holds the most recent events, bounded in count and bytes. Sequence
+// ring holds the most recent events, bounded in count and bytes (a frame
+// counts its capacity: the memory it holds). Sequence
 // numbers start at 1 and grow forever; seq s lives at entries[s%len].
 // It is not safe for concurrent use: Hub guards it.
 type ring struct {
@@ -29,9 +30,9 @@ func (r *ring) push(frame []byte, now int64) uint64 {
 	if r.next-r.first == n {
 		r.evict()
 	}
-	r.total += int64(len(frame))
+	r.total += int64(cap(frame))
 	r.entries[r.next%n] = entry{frame: frame, at: now, cum: r.total}
-	r.bytes += int64(len(frame))
+	r.bytes += int64(cap(frame))
 	seq := r.next
 	r.next++
 	for r.bytes > r.maxBytes && r.next-r.first > 1 {
@@ -42,7 +43,7 @@ func (r *ring) push(frame []byte, now int64) uint64 {
 
 func (r *ring) evict() {
 	e := &r.entries[r.first%uint64(len(r.entries))]
-	r.bytes -= int64(len(e.frame))
+	r.bytes -= int64(cap(e.frame))
 	*e = entry{}
 	r.first++
 }
@@ -59,5 +60,5 @@ func (r *ring) bytesFrom(seq uint64) int64 {
 		return 0
 	}
 	e := r.get(seq)
-	return r.total - e.cum + int64(len(e.frame))
+	return r.total - e.cum + int64(cap(e.frame))
 }
