@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// The bench re-executes itself (here: this test binary) as the
+	// baseline relay.
+	if os.Getenv(baselineEnv) == "1" {
+		os.Exit(runBaseline())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func TestEventLayout(t *testing.T) {
+	for _, size := range []int{minEventSize, 300, 301, 2047, 2048, 16 << 10, 1 << 20} {
+		e, err := newEvent(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.stamp(123456789, 1700000000123456789)
+		if len(e.buf) != size {
+			t.Fatalf("size %d: got %d bytes", size, len(e.buf))
+		}
+		if !json.Valid(e.buf) {
+			t.Fatalf("size %d: not JSON: %s", size, e.buf[:min(len(e.buf), 400)])
+		}
+		seq, ts, ok := parseHeader(e.buf[:min(len(e.buf), headerLen)])
+		if !ok || seq != 123456789 || ts != 1700000000123456789 {
+			t.Fatalf("size %d: parsed %d %d %v", size, seq, ts, ok)
+		}
+		var ev struct {
+			PostType    string `json:"post_type"`
+			MessageType string `json:"message_type"`
+			MessageID   uint64 `json:"message_id"`
+		}
+		if err := json.Unmarshal(e.buf, &ev); err != nil || ev.PostType != "message" || ev.MessageType != "group" || ev.MessageID != 123456789 {
+			t.Fatalf("size %d: decoded %+v, %v", size, ev, err)
+		}
+	}
+}
+
+// TestSmoke runs a tiny suite through both relays, the real obmux binary
+// and the baseline child, and checks that it reports every event delivered
+// in order. It asserts nothing about speed.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs obmux")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck", "-targets", "2", "-sizes", "300", "-events", "200",
+		"-latency-targets", "3", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms", "-stuck-duration", "300ms",
+		"-stuck-policies", "disconnect"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	// throughput and latency through both relays, stuck through obmux and the baseline
+	if len(rep.Results) != 6 || rep.Failed {
+		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
+	}
+	relays := map[string]int{}
+	for _, r := range rep.Results {
+		relays[r.Relay]++
+		if r.Error != "" || r.Lost != 0 || r.Disorder != 0 || r.Bad != 0 {
+			t.Errorf("%s %s: error %q lost %d out of order %d bad %d", r.Relay, r.Label, r.Error, r.Lost, r.Disorder, r.Bad)
+		}
+		if r.Sent == 0 || r.PeakRSS == 0 {
+			t.Errorf("%s %s: sent %d, peak RSS %d", r.Relay, r.Label, r.Sent, r.PeakRSS)
+		}
+		switch r.Scenario.Kind {
+		case "throughput":
+			if r.Sent != 200 {
+				t.Errorf("%s: sent %d events, want 200", r.Relay, r.Sent)
+			}
+		case "latency", "stuck":
+			if r.LatSamples == 0 {
+				t.Errorf("%s %s: no latency samples", r.Relay, r.Label)
+			}
+		}
+	}
+	if relays["obmux"] != 3 || relays["baseline"] != 3 {
+		t.Errorf("runs per relay: %v", relays)
+	}
+	if !bytes.Contains(errOut.Bytes(), []byte("6/6]")) {
+		t.Errorf("no progress on stderr:\n%s", errOut.String())
+	}
+}
+
+// TestTable checks the table prints every section from a report.
+func TestTable(t *testing.T) {
+	o, err := parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{Command: "obmux-bench", CPUs: 2}
+	for _, sc := range o.suite() {
+		for _, r := range []string{"obmux", "baseline"} {
+			rep.Results = append(rep.Results, result{Relay: r, Scenario: sc, Label: sc.label(), EventsPerSec: 1000, PeakRSS: 1 << 20, RSS: 1 << 20})
+		}
+	}
+	var b bytes.Buffer
+	printTable(&b, rep)
+	for _, s := range []string{"Saturating throughput", "Latency at", "Idle targets", "stops reading", "no event lost"} {
+		if !bytes.Contains(b.Bytes(), []byte(s)) {
+			t.Errorf("no %q in:\n%s", s, b.String())
+		}
+	}
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// printTable prints the report as tables, obmux and the baseline side by
+// side.
+func printTable(w io.Writer, rep *report) {
+	fmt.Fprintf(w, "obmux-bench  %s  %s  %d CPUs  %s\n", rep.Command, rep.GoVer, rep.CPUs, rep.Started)
+	find := func(relay string, match func(s scenario) bool) *result {
+		for i := range rep.Results {
+			r := &rep.Results[i]
+			if r.Relay == relay && match(r.Scenario) {
+				return r
+			}
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	var rows []scenario
+	for _, r := range rep.Results {
+		key := r.Label + r.Scenario.Policy
+		if !seen[key] {
+			seen[key] = true
+			rows = append(rows, r.Scenario)
+		}
+	}
+	same := func(a scenario) func(s scenario) bool {
+		return func(s scenario) bool {
+			return s.Kind == a.Kind && s.Targets == a.Targets && s.Size == a.Size && s.Rate == a.Rate
+		}
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	section := func(title, header string) {
+		tw.Flush()
+		fmt.Fprintf(w, "\n%s\n", title)
+		fmt.Fprintln(tw, header)
+	}
+
+	section("Saturating throughput (events/s delivered to each target; the upstream keeps at most W events beyond the slowest target)",
+		"targets\tsize\tW\tobmux ev/s\tbaseline ev/s\tratio\tobmux CPU s/1e6 frames\tbaseline\tobmux peak RSS\tbaseline\tobmux alloc B/event\tbaseline\t")
+	for _, s := range rows {
+		if s.Kind != "throughput" {
+			continue
+		}
+		o, b := find("obmux", same(s)), find("baseline", same(s))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Targets, sizeName(s.Size), s.Window,
+			col(o, evs), col(b, evs), ratio(o, b, func(r *result) float64 { return r.EventsPerSec }),
+			col(o, cpu), col(b, cpu), col(o, peak), col(b, peak), col(o, alloc), col(b, alloc))
+	}
+
+	for _, s := range rows {
+		if s.Kind != "latency" {
+			continue
+		}
+		section(fmt.Sprintf("Latency at a fixed %s events/s, %d targets, %s events (upstream send to target read, end to end)", si(s.Rate), s.Targets, sizeName(s.Size)),
+			"relay\tev/s\tp50 µs\tp99 µs\tmax µs\tsamples\tCPU %\tCPU s/1e6 frames\tpeak RSS\talloc B/event\t")
+		for _, relay := range []string{"obmux", "baseline"} {
+			if r := find(relay, same(s)); r != nil {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", relay, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
+					col(r, func(r *result) string { return fmt.Sprint(r.LatSamples) }), col(r, cpuPct), col(r, cpu), col(r, peak), col(r, alloc))
+			}
+		}
+		o, b := find("obmux", same(s)), find("baseline", same(s))
+		if o != nil && b != nil {
+			fmt.Fprintf(tw, "obmux/baseline\t\t%s\t%s\t%s\t\t\t%s\t%s\t\t\n",
+				ratio(o, b, func(r *result) float64 { return r.LatP50us }), ratio(o, b, func(r *result) float64 { return r.LatP99us }),
+				ratio(o, b, func(r *result) float64 { return r.LatMaxus }), ratio(o, b, func(r *result) float64 { return r.CPUPerMFrames }),
+				ratio(o, b, func(r *result) float64 { return float64(r.PeakRSS) }))
+		}
+	}
+
+	var idle []scenario
+	for _, s := range rows {
+		if s.Kind == "idle" {
+			idle = append(idle, s)
+		}
+	}
+	if len(idle) > 0 {
+		hdr := "relay\t"
+		for _, s := range idle {
+			hdr += fmt.Sprintf("RSS %d targets\t", s.Targets)
+		}
+		if len(idle) > 1 {
+			hdr += "per extra target\t"
+		}
+		section("Idle targets (RSS after all are connected and settled; default heartbeat 5s and ping 20s)", hdr)
+		for _, relay := range []string{"obmux", "baseline"} {
+			line, ok := relay+"\t", false
+			var first, last *result
+			for _, s := range idle {
+				r := find(relay, same(s))
+				line += col(r, func(r *result) string { return mib(r.RSS) }) + "\t"
+				if r != nil && r.Error == "" {
+					ok = true
+					if first == nil {
+						first = r
+					}
+					last = r
+				}
+			}
+			if len(idle) > 1 {
+				if first != nil && last != first {
+					per := float64(last.RSS-first.RSS) / float64(last.Scenario.Targets-first.Scenario.Targets)
+					line += fmt.Sprintf("%.1f KiB\t", per/1024)
+				} else {
+					line += "-\t"
+				}
+			}
+			if ok {
+				fmt.Fprintln(tw, line)
+			}
+		}
+	}
+
+	stuckDone := false
+	for _, s := range rows {
+		if s.Kind != "stuck" || stuckDone {
+			continue
+		}
+		stuckDone = true
+		section(fmt.Sprintf("One of %d targets stops reading, %s events/s of %s (figures for the other %d targets)", s.Targets, si(s.Rate), sizeName(s.Size), s.Targets-s.Stuck),
+			"relay\tpolicy\tev/s\tp50 µs\tp99 µs\tmax µs\tpeak RSS\tRSS mid-run\tRSS end\tstuck target connections\tslow-consumer logs\tlost\t")
+		for i := range rep.Results {
+			r := &rep.Results[i]
+			if r.Scenario.Kind != "stuck" || !same(s)(r.Scenario) {
+				continue
+			}
+			pol := r.Scenario.Policy
+			if r.Relay == "baseline" {
+				pol = "disconnect at 1024"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Relay, pol, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
+				col(r, peak), col(r, func(r *result) string { return mib(r.RSSMid) }), col(r, func(r *result) string { return mib(r.RSS) }),
+				col(r, func(r *result) string { return fmt.Sprint(r.StuckConns) }), col(r, func(r *result) string { return fmt.Sprint(r.SlowLogs) }),
+				col(r, func(r *result) string { return fmt.Sprint(r.Lost) }))
+		}
+	}
+	tw.Flush()
+
+	bad := false
+	for _, r := range rep.Results {
+		if r.failed() {
+			if !bad {
+				fmt.Fprintln(w, "\nFAILURES")
+				bad = true
+			}
+			fmt.Fprintf(w, "  %s %s: lost %d, out of order %d, bad frames %d %s\n", r.Relay, r.Label, r.Lost, r.Disorder, r.Bad, r.Error)
+		}
+	}
+	if !bad {
+		fmt.Fprintln(w, "\nno event lost or out of order on any healthy target")
+	}
+}
+
+func col(r *result, f func(r *result) string) string {
+	switch {
+	case r == nil:
+		return "-"
+	case r.Error != "":
+		return "error"
+	}
+	return f(r)
+}
+
+func evs(r *result) string    { return si(r.EventsPerSec) }
+func cpu(r *result) string    { return fmt.Sprintf("%.2f", r.CPUPerMFrames) }
+func cpuPct(r *result) string { return fmt.Sprintf("%.0f", r.CPUPercent) }
+func peak(r *result) string   { return mib(r.PeakRSS) }
+func alloc(r *result) string  { return bytesName(r.AllocPerEvent) }
+func p50(r *result) string    { return fmt.Sprintf("%.0f", r.LatP50us) }
+func p99(r *result) string    { return fmt.Sprintf("%.0f", r.LatP99us) }
+func pmax(r *result) string   { return fmt.Sprintf("%.0f", r.LatMaxus) }
+
+func ratio(a, b *result, f func(r *result) float64) string {
+	if a == nil || b == nil || a.Error != "" || b.Error != "" || f(b) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", f(a)/f(b))
+}
+
+// si formats a rate with k/M suffixes.
+func si(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.2fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func mib(b int64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+func bytesName(b float64) string {
+	switch {
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", b/(1<<20))
+	case b >= 10<<10:
+		return fmt.Sprintf("%.1f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f", b)
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
