@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -67,7 +66,10 @@ type Hub struct {
 // NewHub returns a Hub. Call SetUpstream before serving any peer.
 func NewHub(cfg Config, router *proxy.Router, mon *health.Monitor, log *slog.Logger) *Hub {
 	h := &Hub{cfg: cfg, router: router, mon: mon, log: log,
-		ring:    newRing(cfg.ReplaySize+cfg.QueueSize, cfg.ReplayBytes+cfg.QueueBytes),
+		// One ring serves both: a connected peer's backlog (at most
+		// QueueSize/QueueBytes behind) and a reconnecting target's replay
+		// (at most ReplaySize/ReplayBytes), so it holds the larger of each.
+		ring:    newRing(max(cfg.ReplaySize, cfg.QueueSize), max(cfg.ReplayBytes, cfg.QueueBytes)),
 		cursors: map[*cursor]struct{}{}, peers: map[*peer]struct{}{}}
 	h.list.Store(new([]*cursor))
 	return h
@@ -78,12 +80,6 @@ func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
 
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {
-	// The ring keeps b for replay. A frame read whole (io.ReadAll) may have
-	// up to twice its length in capacity: keep a large one at its size, so
-	// the ring's byte bounds are the memory it holds.
-	if len(b) >= 64<<10 && cap(b)-len(b) > len(b)/8 {
-		b = bytes.Clone(b)
-	}
 	var slow []*cursor
 	h.mu.Lock()
 	seq := h.ring.push(b, time.Now().UnixNano())

@@ -48,8 +48,10 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
 		Conn: connCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
+	upCfg := connCfg
+	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
-		UserAgent: ua, Conn: connCfg, Backoff: backoff}, router, hub, mon, log)
+		UserAgent: ua, Conn: upCfg, Backoff: backoff}, router, hub, mon, log)
 	hub.SetUpstream(up)
 	reg.MustRegister(hub.QueueCollector(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
 		Help: "API calls waiting for the upstream's response."}, func() float64 { return float64(router.Pending()) }))
