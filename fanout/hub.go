@@ -278,6 +278,10 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	h.running.Add(1)
 	h.mu.Unlock()
 	defer h.running.Done()
+	// A change that came before p was registered did not see it.
+	if s, _ := h.up.State(); s.SelfID != 0 && s.SelfID != o.selfID {
+		p.closeStale(s.SelfID)
+	}
 
 	var c *cursor
 	if o.events {
@@ -330,59 +334,29 @@ func (h *Hub) Closing() bool {
 	return h.closing
 }
 
-// closeOnSelfIDChange ends the connection tracked by st gracefully (lifecycle
-// disable for selfID, close 1000 "self_id changed") once the upstream's
-// self_id is no longer selfID: a OneBot connection serves one account, and
-// this one was greeted with the old one. A target redials and a client
-// reconnects, and each is greeted with the new self_id. The returned func
-// stops watching; call it once serve has returned.
-func (h *Hub) closeOnSelfIDChange(ctx context.Context, st *health.Stats, selfID int64) (stop func()) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			s, changed := h.up.State()
-			if s.SelfID != 0 && s.SelfID != selfID {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-changed:
-			}
-		}
-		// The change may come before serve has registered the peer: retry
-		// until it is there, or serve has returned.
-		retry := time.NewTicker(10 * time.Millisecond)
-		defer retry.Stop()
-		for !h.closePeerOf(st, selfID) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-retry.C:
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// closePeerOf closes the live peer tracked by st (there is at most one) with
-// lifecycle disable, and reports whether there was one.
-func (h *Hub) closePeerOf(st *health.Stats, selfID int64) bool {
+// SelfIDChanged implements proxy.Sink: every peer greeted with another
+// self_id is ended gracefully (lifecycle disable for its self_id, close 1000
+// "self_id changed"): a OneBot connection serves one account. A target
+// redials and a client reconnects, and each is greeted with the new one.
+func (h *Hub) SelfIDChanged(id int64) {
 	h.mu.Lock()
-	var conn *wsconn.Conn
+	var stale []*peer
 	for p := range h.peers {
-		if p.conn.Stats() == st {
-			conn = p.conn
+		if p.selfID != id {
+			stale = append(stale, p)
 		}
 	}
 	h.mu.Unlock()
-	if conn == nil {
-		return false
+	for _, p := range stale {
+		p.closeStale(id)
 	}
-	h.log.Info("connection closed: the upstream's self_id changed", "role", string(st.Role), "name", st.Name, "self_id", selfID)
-	conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
-		health.Lifecycle(time.Now(), selfID, health.LifecycleDisable))
-	return true
+}
+
+// closeStale ends p, greeted with a self_id that is no longer the upstream's.
+func (p *peer) closeStale(now int64) {
+	st := p.conn.Stats()
+	p.hub.log.Info("connection closed: the upstream's self_id changed", "role", string(st.Role), "name", st.Name,
+		"self_id", now, "was", p.selfID)
+	p.conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
+		health.Lifecycle(time.Now(), p.selfID, health.LifecycleDisable))
 }

@@ -71,9 +71,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer stats.Untrack()
 	log := s.hub.log.With("role", "client", "name", path, "remote", r.RemoteAddr)
 	log.Info("client connected")
-	stop := s.hub.closeOnSelfIDChange(r.Context(), stats, o.selfID)
 	reason, err, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
-	stop()
 	log.Info("client disconnected", "reason", reason.String(), "error", err)
 }
 

@@ -71,9 +71,7 @@ func (t *Target) Run(ctx context.Context) {
 		t.dialLog.Reset()
 		t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
 
-		stop := t.hub.closeOnSelfIDChange(ctx, t.stats, selfID)
 		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume})
-		stop()
 		t.resume = resume
 		level := slog.LevelWarn
 		if reason == health.ReasonShutdown {

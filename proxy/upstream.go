@@ -24,6 +24,10 @@ type Sink interface {
 	// meta events, in upstream order, on the upstream's reader goroutine.
 	// It must not block. b is shared: it must not be modified.
 	Event(b []byte)
+	// SelfIDChanged is called after the upstream's self_id changed from a
+	// known one to id (another account logged in); State already reports
+	// id. It must not block for long.
+	SelfIDChanged(id int64)
 }
 
 // UpstreamConfig configures an Upstream.
@@ -356,7 +360,8 @@ func (u *Upstream) learnSelfID(id int64, from string) {
 		if cur == 0 {
 			u.log.Info("self_id learned", "self_id", id, "from", from)
 		} else {
-			u.log.Warn("self_id changed: targets will reconnect", "self_id", id, "was", cur, "from", from)
+			u.log.Warn("self_id changed: targets and clients will reconnect", "self_id", id, "was", cur, "from", from)
+			defer u.sink.SelfIDChanged(id) // after u.mu is released
 		}
 	}
 	u.mu.Unlock()
