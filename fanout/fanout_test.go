@@ -102,20 +102,7 @@ func TestBroadcastDoesNotAllocatePerTarget(t *testing.T) {
 func TestReplayCutShortIsNotSkipped(t *testing.T) {
 	h, stop := newTestHub(t, 0)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := sim.Listen("127.0.0.1:0", "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	conn := func(st *health.Stats) *wsconn.Conn {
-		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ws.CloseNow() })
-		return wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1})
-	}
+	conn := testConn(t)
 	st := h.mon.Track(health.RoleTarget, "a")
 	first := h.attach(conn(st), st, 0)
 	for range 5 {
@@ -139,5 +126,58 @@ func TestReplayCutShortIsNotSkipped(t *testing.T) {
 	fresh := h.attach(conn(stb), stb, 0)
 	if got := h.detach(fresh); got != 6 {
 		t.Fatalf("a first connection that wrote nothing resumes from %d, want 6 (no replay of events before it came)", got)
+	}
+}
+
+// testConn returns a func that makes wsconn.Conns over real connections to
+// a test server, never run.
+func testConn(t *testing.T) func(*health.Stats) *wsconn.Conn {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := sim.Listen("127.0.0.1:0", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return func(st *health.Stats) *wsconn.Conn {
+		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1})
+	}
+}
+
+// The byte bound with drop_oldest, early on (fewer events than QueueSize
+// so far): the oldest are dropped, the cursor stays in the ring. And one
+// event larger than QueueBytes is delivered, not a reason to cut a peer off.
+func TestQueueBytesBound(t *testing.T) {
+	conn := testConn(t)
+	for _, policy := range []SlowPolicy{SlowDropOldest, SlowDisconnect} {
+		mon := health.NewMonitor(health.NewMetrics(nil, "test"))
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1000, Slow: policy, ReplaySize: 1024, ReplayBytes: 1 << 20,
+			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, 16, log), mon, log)
+		st := mon.Track(health.RoleTarget, "a")
+		c := h.attach(conn(st), st, 0)
+		h.Event(make([]byte, 5000)) // alone over the bound
+		if _, ok := h.cursors[c]; !ok {
+			t.Fatalf("%s: one event over QUEUE_BYTES cut the peer off", policy)
+		}
+		if policy == SlowDisconnect {
+			continue
+		}
+		for range 10 {
+			h.Event(make([]byte, 300))
+		}
+		if c.next > h.ring.next || c.next < h.ring.first {
+			t.Fatalf("cursor at %d, outside the ring [%d, %d)", c.next, h.ring.first, h.ring.next)
+		}
+		if got := h.ring.bytesFrom(c.next); got > 1000 {
+			t.Errorf("backlog %d bytes over the 1000 byte bound", got)
+		}
+		if got := len(c.Pull(make([]wsconn.Item, 0, 64))); got == 0 {
+			t.Error("the cursor pulls nothing after dropping")
+		}
 	}
 }

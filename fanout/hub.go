@@ -104,7 +104,9 @@ func (h *Hub) Event(b []byte) {
 func (h *Hub) overflow(c *cursor, head uint64) bool {
 	from := max(c.next, c.liveFrom)
 	n := head - from
-	if n <= uint64(h.cfg.QueueSize) && h.ring.bytesFrom(from) <= h.cfg.QueueBytes {
+	// The newest event alone never counts against the byte bound: one event
+	// larger than QueueBytes must not cut off every peer.
+	if n <= uint64(h.cfg.QueueSize) && (n <= 1 || h.ring.bytesFrom(from) <= h.cfg.QueueBytes) {
 		return false
 	}
 	if h.cfg.Slow == SlowDisconnect {
@@ -113,7 +115,10 @@ func (h *Hub) overflow(c *cursor, head uint64) bool {
 		return true
 	}
 	// Drop the oldest until both bounds hold again.
-	to := max(from, head-uint64(h.cfg.QueueSize))
+	to := from
+	if head > uint64(h.cfg.QueueSize) {
+		to = max(from, head-uint64(h.cfg.QueueSize))
+	}
 	for to < head-1 && h.ring.bytesFrom(to) > h.cfg.QueueBytes {
 		to++
 	}

@@ -207,11 +207,15 @@ func (c *Conn) Abort(cause health.Reason, err error) {
 
 // setCause records why the connection ends; the first cause wins. c.mu held.
 func (c *Conn) setCause(cause health.Reason, err error) {
-	if c.err == nil && !c.hasCause() {
-		c.cause, c.err = cause, err
-		if err == nil {
-			c.err = errNoError
-		}
+	// The peer's close frame explains the end better than the write or ping
+	// that failed on the connection it closed, whichever was seen first.
+	peerClosed := cause == health.ReasonClosedByPeer && websocket.CloseStatus(err) != -1
+	if c.hasCause() && !(peerClosed && c.cause != health.ReasonClosedByPeer && c.closeAt == nil && errors.Is(c.err, net.ErrClosed)) {
+		return
+	}
+	c.cause, c.err = cause, err
+	if err == nil {
+		c.err = errNoError
 	}
 }
 
@@ -293,7 +297,7 @@ func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
 			var ce websocket.CloseError
 			switch {
 			case errors.As(err, &ce):
-				return health.ReasonClosedByPeer, fmt.Errorf("peer closed with %d %q", ce.Code, ce.Reason)
+				return health.ReasonClosedByPeer, fmt.Errorf("peer closed the connection: %w", ce)
 			case errors.Is(err, websocket.ErrMessageTooBig):
 				m.Dropped[health.DropOversized].Inc()
 				m.FramesIn[health.KindInvalid].Inc()
@@ -417,6 +421,12 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 				final := c.final
 				c.mu.Unlock()
 				return c.closeGracefully(req, final)
+			}
+			if c.ended || len(c.queue) == 0 {
+				// The reader has ended the connection and dropped the queue.
+				cause, err := c.cause, c.err
+				c.mu.Unlock()
+				return cause, err
 			}
 			next := c.queue[0]
 			c.queue[0] = queued{}
