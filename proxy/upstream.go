@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -166,6 +167,12 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(code), code)
 		return
 	}
+	if role := r.Header.Get("X-Client-Role"); role != "" && !strings.EqualFold(role, "Universal") {
+		u.log.Warn("upstream connection refused: not a universal connection", "X-Client-Role", role, "remote", r.RemoteAddr,
+			"hint", "obmux needs events and API on one connection: configure the implementation's reverse WS as universal (go-cqhttp: use-universal: true)")
+		http.Error(w, "obmux needs a universal connection (X-Client-Role: Universal)", http.StatusBadRequest)
+		return
+	}
 	var declared int64
 	if h := r.Header.Get("X-Self-ID"); h != "" {
 		id, err := strconv.ParseInt(h, 10, 64)
@@ -205,8 +212,10 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	done := make(chan struct{})
 	defer close(done)
 	u.mu.Lock()
-	if old, oldDone := u.conn, u.done; old != nil {
-		// Replace: the old connection ends first, so the two never overlap.
+	// Replace: the old connection ends first, so two never overlap. Loop:
+	// another new connection may have taken the place while this one waited.
+	for u.conn != nil && !u.closed {
+		old, oldDone := u.conn, u.done
 		u.mu.Unlock()
 		u.log.Info("upstream connection replaced by a new one", "self_id", declared)
 		old.Close(health.ReasonReplaced, websocket.StatusGoingAway, "replaced by a new connection", nil)
@@ -221,16 +230,16 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.conn, u.done = c, done
 	u.learning.Store(true)
 	u.update(func(s *State) { s.Online = true })
+	u.router.setSend(func(b []byte) error {
+		if !c.Send(b, health.KindAPIRequest) {
+			return errors.New("upstream queue full or connection closing")
+		}
+		return nil
+	})
 	u.mu.Unlock()
 	if declared != 0 {
 		u.learnSelfID(declared, "X-Self-ID")
 	}
-	u.router.setSend(func(b []byte) error {
-		if !c.Send(b, health.KindAPIRequest) {
-			return errors.New("upstream queue full")
-		}
-		return nil
-	})
 	u.log.Info("upstream connected")
 	if u.learning.Load() {
 		// Ask; whichever comes first, this answer or a frame's self_id, wins.
@@ -238,13 +247,19 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	}
 	reason, err := c.Run(ctx, u.handle)
 	u.mu.Lock()
-	if u.conn == c {
+	current := u.conn == c
+	if current {
 		u.conn = nil
 		u.update(func(s *State) { s.Online = false })
+		// Under u.mu, so that a replacing connection's setSend comes after.
+		u.router.setSend(nil)
 	}
 	u.mu.Unlock()
-	u.router.setSend(nil)
-	u.router.UpstreamDown()
+	if current {
+		// A replacing connection waits for this serve to return (done), so
+		// every call pending now was sent on c.
+		u.router.UpstreamDown()
+	}
 	level := slog.LevelWarn
 	if reason == health.ReasonShutdown {
 		level = slog.LevelInfo

@@ -48,13 +48,15 @@ func TestDialUpstreamFansOutToThreeTargets(t *testing.T) {
 	up.send(sim.Lifecycle(testSelfID, "connect"))
 	up.send([]byte(`{"time":1,"self_id":10001,"post_type":"meta_event","meta_event_type":"heartbeat","status":{"online":true,"good":true},"interval":30000}`))
 	const n = 200
+	sent := make([][]byte, n+1)
 	for i := 1; i <= n; i++ {
-		up.send(event(i))
+		sent[i] = event(i)
+		up.send(sent[i])
 	}
 	for ti, p := range peers {
 		for i := 1; i <= n; i++ {
-			if got := nextEvent(t, p); !bytes.Equal(got, event(i)) {
-				t.Fatalf("target %d event %d:\n got %s\nwant %s", ti, i, got, event(i))
+			if got := nextEvent(t, p); !bytes.Equal(got, sent[i]) {
+				t.Fatalf("target %d event %d:\n got %s\nwant %s", ti, i, got, sent[i])
 			}
 		}
 	}
@@ -140,8 +142,9 @@ func TestListenUpstream(t *testing.T) {
 	if p.Header.Get("X-Self-ID") != "10001" {
 		t.Fatalf("X-Self-ID %q", p.Header.Get("X-Self-ID"))
 	}
-	first.Send(ctxT(t), event(1))
-	if got := nextEvent(t, p); !bytes.Equal(got, event(1)) {
+	ev := event(1)
+	first.Send(ctxT(t), ev)
+	if got := nextEvent(t, p); !bytes.Equal(got, ev) {
 		t.Fatalf("got %s", got)
 	}
 	// Another account while one is connected: 409.
@@ -308,5 +311,71 @@ func TestBadConfigurationNamesEveryVariable(t *testing.T) {
 	_, err = loadConfig([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("token leaked or no error: %v", err)
+	}
+}
+
+// Several connections replacing the current one at once: exactly one stays,
+// events arrive once, and API calls go to the one that stayed. A split
+// (non-universal) connection is refused with a reason.
+func TestListenUpstreamConcurrentReplacements(t *testing.T) {
+	tg := newTarget(t)
+	in := start(t, "OBMUX_TARGET_A_URL="+tg.URL, "OBMUX_HEARTBEAT_INTERVAL=0")
+	url := "ws://" + in.addrs.Upstream + "/onebot/v11/ws"
+	hdr := http.Header{"X-Self-ID": {"10001"}, "X-Client-Role": {"Universal"}}
+	_, resp, err := sim.Dial(ctxT(t), url, http.Header{"X-Self-ID": {"10001"}, "X-Client-Role": {"Event"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("X-Client-Role Event: want HTTP 400, got %v %v", resp, err)
+	}
+	first, _, err := sim.Dial(ctxT(t), url, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	p := tg.accept()
+	const n = 4
+	conns := make(chan *sim.Peer, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			c, _, err := sim.Dial(ctxT(t), url, hdr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns <- c
+		})
+	}
+	wg.Wait()
+	close(conns)
+	all := []*sim.Peer{first}
+	for c := range conns {
+		defer c.Close()
+		all = append(all, c)
+	}
+	open := func() []*sim.Peer {
+		var o []*sim.Peer
+		for _, c := range all {
+			select {
+			case <-c.Done:
+			default:
+				o = append(o, c)
+			}
+		}
+		return o
+	}
+	eventually(t, "all but one upstream connection closed", func() bool { return len(open()) == 1 })
+	live := open()[0]
+	eventually(t, "one upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
+	ev := event(7)
+	live.Send(ctxT(t), ev)
+	if got := nextEvent(t, p); !bytes.Equal(got, ev) {
+		t.Fatalf("got %s", got)
+	}
+	p.Send(ctxT(t), []byte(`{"action":"get_status","echo":"x"}`))
+	for {
+		req := next(t, live)
+		if bytes.Contains(req, []byte(`"get_status"`)) {
+			break
+		}
 	}
 }
