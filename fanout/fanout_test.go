@@ -181,3 +181,25 @@ func TestQueueBytesBound(t *testing.T) {
 		}
 	}
 }
+
+// After the upstream's account changed, a reconnecting target is replayed
+// only the new account's events.
+func TestReplayStaysWithinTheAccount(t *testing.T) {
+	h, stop := newTestHub(t, 0)
+	defer stop()
+	conn := testConn(t)
+	st := h.mon.Track(health.RoleTarget, "a")
+	c := h.attach(conn(st), st, 0)
+	h.Event([]byte(`{"n":1}`))
+	c.Wrote(1)
+	resume := h.detach(c)
+	h.Event([]byte(`{"n":2}`)) // old account, missed
+	h.SelfIDChanged(20002)
+	h.Event([]byte(`{"n":3}`)) // new account, missed
+	c = h.attach(conn(st), st, resume)
+	got := c.Pull(make([]wsconn.Item, 0, 8))
+	if len(got) != 1 || string(got[0].Frame) != `{"n":3}` {
+		t.Fatalf("replayed %d events, want only the new account's event 3", len(got))
+	}
+	h.detach(c)
+}

@@ -60,7 +60,10 @@ type Hub struct {
 	list    atomic.Pointer[[]*cursor] // copy of cursors, read without mu
 	closing bool
 	peers   map[*peer]struct{}
-	running sync.WaitGroup
+	// accountFrom is the first seq of the current account's events: a
+	// reconnecting target is never replayed another account's events.
+	accountFrom uint64
+	running     sync.WaitGroup
 }
 
 // NewHub returns a Hub. Call SetUpstream before serving any peer.
@@ -176,6 +179,9 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 	defer h.mu.Unlock()
 	r := h.ring
 	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next}
+	if resume != 0 && resume < h.accountFrom {
+		resume = h.accountFrom // the events before belong to the old account
+	}
 	if resume != 0 && resume < r.next {
 		from, lost := resume, uint64(0)
 		if from < r.first {
@@ -276,7 +282,7 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
-		ws.Close(websocket.StatusGoingAway, "obmux shutting down")
+		ws.CloseNow() // shutting down: no time to wait for a handshake
 		return health.ReasonShutdown, nil, o.resume
 	}
 	h.peers[p] = struct{}{}
@@ -345,6 +351,7 @@ func (h *Hub) Closing() bool {
 // redials and a client reconnects, and each is greeted with the new one.
 func (h *Hub) SelfIDChanged(id int64) {
 	h.mu.Lock()
+	h.accountFrom = h.ring.next
 	var stale []*peer
 	for p := range h.peers {
 		if p.selfID != id {

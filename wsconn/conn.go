@@ -207,10 +207,12 @@ func (c *Conn) Abort(cause health.Reason, err error) {
 
 // setCause records why the connection ends; the first cause wins. c.mu held.
 func (c *Conn) setCause(cause health.Reason, err error) {
-	// The peer's close frame explains the end better than the write or ping
-	// that failed on the connection it closed, whichever was seen first.
-	peerClosed := cause == health.ReasonClosedByPeer && websocket.CloseStatus(err) != -1
-	if c.hasCause() && !(peerClosed && c.cause != health.ReasonClosedByPeer && c.closeAt == nil && errors.Is(c.err, net.ErrClosed)) {
+	// The peer ending the connection (close frame, EOF, reset) explains the
+	// end better than the write that failed on the connection it ended,
+	// whichever was seen first. Not so after obmux closed it itself (a
+	// requested close, the write timeout): then the first cause stands.
+	peerEnded := cause == health.ReasonClosedByPeer && !errors.Is(err, net.ErrClosed)
+	if c.hasCause() && !(peerEnded && c.cause == health.ReasonWriteError && c.closeAt == nil && !errors.Is(c.err, errWriteTimeout)) {
 		return
 	}
 	c.cause, c.err = cause, err
@@ -218,6 +220,9 @@ func (c *Conn) setCause(cause health.Reason, err error) {
 		c.err = errNoError
 	}
 }
+
+// errWriteTimeout is the cause of a connection closed by the write timeout.
+var errWriteTimeout = errors.New("write timeout")
 
 var errNoError = errors.New("")
 
@@ -376,7 +381,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 	if c.cfg.WriteTimeout > 0 {
 		timer = time.AfterFunc(time.Hour, func() {
 			c.mu.Lock()
-			c.setCause(health.ReasonWriteError, fmt.Errorf("a write blocked longer than %s", c.cfg.WriteTimeout))
+			c.setCause(health.ReasonWriteError, fmt.Errorf("a write blocked longer than %s: %w", c.cfg.WriteTimeout, errWriteTimeout))
 			c.mu.Unlock()
 			c.ws.CloseNow()
 			c.closeRaw()

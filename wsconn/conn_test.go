@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,5 +139,22 @@ func TestQueueFullAndWriteTimeout(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("stuck write not detected")
 		}
+	}
+}
+
+// A failed dial never shows the URL's query, which may hold access_token.
+func TestDialErrorHidesToken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, _, err = Dial(context.Background(), "ws://"+addr+"/x?access_token=SECRET", nil)
+	if err == nil {
+		t.Fatal("dial to a closed port succeeded")
+	}
+	if strings.Contains(err.Error(), "SECRET") {
+		t.Fatalf("the token is in the error: %v", err)
 	}
 }

@@ -8,10 +8,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 )
+
+// HandshakeTimeout bounds one dial: TCP connect, TLS and the WebSocket
+// upgrade.
+const HandshakeTimeout = 10 * time.Second
 
 // Dial opens a WebSocket connection to url with header, and returns it with
 // the network connection under it. A handshake the peer refuses is an
@@ -23,8 +29,9 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	)
 	d := &net.Dialer{}
 	client := &http.Client{Transport: &http.Transport{
-		Proxy:             http.ProxyFromEnvironment,
-		DisableKeepAlives: true,
+		Proxy:               http.ProxyFromEnvironment,
+		TLSHandshakeTimeout: HandshakeTimeout,
+		DisableKeepAlives:   true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			mu.Lock()
@@ -33,8 +40,14 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 			return c, err
 		},
 	}}
+	// A peer that accepts TCP but never answers the upgrade must not hold
+	// the dialer forever: the attempt fails and is retried with backoff.
+	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header})
 	if err != nil {
+		// net/http's errors repeat the URL, and its query may hold a token.
+		err = &redactedError{err}
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, nil, &HTTPStatusError{Status: resp.StatusCode, Err: err}
 		}
@@ -44,6 +57,15 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	defer mu.Unlock()
 	return ws, raw, nil
 }
+
+// redactedError hides URL queries (they may hold access_token) in the text
+// of the error it wraps.
+type redactedError struct{ err error }
+
+var urlQuery = regexp.MustCompile(`\?[^\s"]*`)
+
+func (e *redactedError) Error() string { return urlQuery.ReplaceAllString(e.err.Error(), "?…") }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // redact drops the query (it may hold access_token) from a URL for logs.
 func redact(url string) string {

@@ -83,14 +83,19 @@ func loadConfig(environ []string) (config, error) {
 		problems = append(problems, parseProblems(err, vars)...)
 	}
 
+	known := knownVars()
 	targets := map[string]*fanout.TargetConfig{}
+	urlSet := map[string]bool{}
 	for k, v := range vars {
 		m := targetVar.FindStringSubmatch(k)
 		if m == nil {
+			if !known[k] {
+				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_URL and _TOKEN)", k, envPrefix))
+			}
 			continue
 		}
-		if !targetName.MatchString(m[1]) {
-			problems = append(problems, fmt.Sprintf("%s: the target name %q may hold only letters, digits and _", k, m[1]))
+		if !targetName.MatchString(m[1]) || strings.Trim(m[1], "_") == "" {
+			problems = append(problems, fmt.Sprintf("%s: the target name %q may hold only letters, digits and _ (and not only _)", k, m[1]))
 			continue
 		}
 		name := strings.ToLower(m[1])
@@ -98,16 +103,23 @@ func loadConfig(environ []string) (config, error) {
 		if t == nil {
 			t = &fanout.TargetConfig{Name: name, EnvPrefix: "OBMUX_TARGET_" + m[1]}
 			targets[name] = t
+		} else if t.EnvPrefix != "OBMUX_TARGET_"+m[1] {
+			problems = append(problems, fmt.Sprintf("%s and %s_*: two spellings of target %q (names are not case-sensitive): use one", k, t.EnvPrefix, name))
+			continue
 		}
 		if m[2] == "URL" {
-			t.URL = v
+			t.URL, urlSet[name] = v, true
 		} else {
 			t.Token = v
 		}
 	}
 	for _, t := range targets {
-		if t.URL == "" {
-			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s_TOKEN is (or two spellings differ only in case)", t.EnvPrefix, t.EnvPrefix))
+		switch {
+		case t.URL == "" && urlSet[t.Name]:
+			problems = append(problems, fmt.Sprintf("%s_URL: empty: set the framework's reverse-WS URL, such as ws://nonebot:8080/onebot/v11/ws", t.EnvPrefix))
+			continue
+		case t.URL == "":
+			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s_TOKEN is", t.EnvPrefix, t.EnvPrefix))
 			continue
 		}
 		if p := checkWSURL(t.URL); p != "" {
@@ -117,7 +129,13 @@ func loadConfig(environ []string) (config, error) {
 	}
 	sort.Slice(cfg.Targets, func(i, j int) bool { return cfg.Targets[i].Name < cfg.Targets[j].Name })
 
+	unparsed := len(problems) // problems so far: from parsing
 	bad := func(name string, value any, why string) {
+		for _, p := range problems[:unparsed] {
+			if strings.HasPrefix(p, envPrefix+name+"=") {
+				return // its value could not be read: one problem is enough
+			}
+		}
 		problems = append(problems, fmt.Sprintf("%s%s=%v: %s", envPrefix, name, value, why))
 	}
 	if cfg.UpstreamURL != "" {
@@ -128,8 +146,8 @@ func loadConfig(environ []string) (config, error) {
 		if p := checkAddr(cfg.UpstreamListen); p != "" {
 			bad("UPSTREAM_LISTEN", cfg.UpstreamListen, p)
 		}
-		if !strings.HasPrefix(cfg.UpstreamPath, "/") {
-			bad("UPSTREAM_PATH", cfg.UpstreamPath, "must start with /")
+		if !strings.HasPrefix(cfg.UpstreamPath, "/") || strings.ContainsAny(cfg.UpstreamPath, " \t{}?#") {
+			bad("UPSTREAM_PATH", strconv.Quote(cfg.UpstreamPath), "must be a URL path starting with / (no spaces, {}, ? or #)")
 		}
 	}
 	if p := checkAddr(cfg.MetricsListen); p != "" {
@@ -157,8 +175,8 @@ func loadConfig(environ []string) (config, error) {
 		name string
 		d    time.Duration
 	}{{"HEARTBEAT_INTERVAL", cfg.HeartbeatInterval}, {"PING_INTERVAL", cfg.PingInterval}, {"WRITE_TIMEOUT", cfg.WriteTimeout}} {
-		if p.d < 0 {
-			bad(p.name, p.d, "must be 0 (off) or a positive duration")
+		if p.d < 0 || (p.d > 0 && p.d < 10*time.Millisecond) {
+			bad(p.name, p.d, "must be 0 (off) or at least 10ms")
 		}
 	}
 	if cfg.ReconnectMax < cfg.ReconnectMin {
@@ -235,6 +253,18 @@ func parseProblems(err error, vars map[string]string) []string {
 		out = append(out, e.Error())
 	}
 	return out
+}
+
+// knownVars returns the names of every variable of config.
+func knownVars() map[string]bool {
+	known := map[string]bool{}
+	ct := reflect.TypeOf(config{})
+	for i := range ct.NumField() {
+		if tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ","); tag != "" {
+			known[envPrefix+tag] = true
+		}
+	}
+	return known
 }
 
 // fieldTag returns the env tag of config's field named field.

@@ -307,6 +307,22 @@ func TestBadConfigurationNamesEveryVariable(t *testing.T) {
 	if code := exitCode(run(context.Background(), nil, []string{"OBMUX_QUEUE_SIZE=x"}, nil, &bytes.Buffer{}), &bytes.Buffer{}); code != 2 {
 		t.Errorf("exit code %d, want 2", code)
 	}
+	// Misspelt names, two spellings of one target, an empty URL, a path a
+	// mux cannot serve, a busy-looping interval: each named once.
+	_, err = loadConfig([]string{"OBMUX_UPSTREAM_TOKN=x", "OBMUX_TARGET_Chat_URL=ws://a", "OBMUX_TARGET_CHAT_URL=ws://b",
+		"OBMUX_TARGET_E_URL=", "OBMUX_UPSTREAM_PATH=/a b", "OBMUX_HEARTBEAT_INTERVAL=5ns", "OBMUX_API_TIMEOUT=30"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, v := range []string{"OBMUX_UPSTREAM_TOKN: not an obmux variable", "two spellings of target \"chat\"",
+		"OBMUX_TARGET_E_URL: empty", "OBMUX_UPSTREAM_PATH", "OBMUX_HEARTBEAT_INTERVAL=5ns"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not say %q:\n%v", v, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "OBMUX_API_TIMEOUT"); n != 1 {
+		t.Errorf("OBMUX_API_TIMEOUT=30 reported %d times, want once:\n%v", n, err)
+	}
 	// Tokens never appear in errors or logs.
 	_, err = loadConfig([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
@@ -377,5 +393,23 @@ func TestListenUpstreamConcurrentReplacements(t *testing.T) {
 		if bytes.Contains(req, []byte(`"get_status"`)) {
 			break
 		}
+	}
+}
+
+// The mistakes a NapCat user makes first are logged with what to change: a
+// reverse-WS URL without /ws, and a port another program holds.
+func TestWrongUpstreamPathAndBusyPortAreExplained(t *testing.T) {
+	in := start(t)
+	_, resp, err := sim.Dial(ctxT(t), "ws://"+in.addrs.Upstream+"/onebot/v11", http.Header{"X-Self-ID": {"10001"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("want HTTP 404, got %v %v", resp, err)
+	}
+	eventually(t, "the wrong path logged", func() bool {
+		l := in.log.String()
+		return strings.Contains(l, "upstream connection on a wrong path") && strings.Contains(l, "/onebot/v11/ws")
+	})
+	err = run(context.Background(), nil, []string{"OBMUX_METRICS_LISTEN=" + in.addrs.Metrics}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "OBMUX_METRICS_LISTEN="+in.addrs.Metrics) {
+		t.Fatalf("a busy port: want an error naming OBMUX_METRICS_LISTEN, got %v", err)
 	}
 }

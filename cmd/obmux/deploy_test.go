@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -25,18 +24,10 @@ import (
 
 const deployDir = "../../deploy"
 
-// knownVars returns every variable of config (from its env tags) with
-// envPrefix.
-func knownVars(t *testing.T) map[string]bool {
+// knownVarsOf returns every variable of config, as loadConfig knows them.
+func knownVarsOf(t *testing.T) map[string]bool {
 	t.Helper()
-	vars := map[string]bool{}
-	ct := reflect.TypeOf(config{})
-	for i := range ct.NumField() {
-		tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ",")
-		if tag != "" && tag != "-" {
-			vars[envPrefix+tag] = true
-		}
-	}
+	vars := knownVars()
 	if len(vars) < 20 {
 		t.Fatalf("config has only %d env tags: %v", len(vars), vars)
 	}
@@ -192,7 +183,7 @@ func defaults(t *testing.T) (cfg config, metricsPort, upstreamPort string) {
 // keep the default ports.
 func checkEnv(t *testing.T, where string, env map[string]string) config {
 	t.Helper()
-	known := knownVars(t)
+	known := knownVarsOf(t)
 	var environ []string
 	for k, v := range env {
 		if !strings.HasPrefix(k, envPrefix) {
@@ -276,7 +267,7 @@ func TestDeployCompose(t *testing.T) {
 	if len(docs) != 1 {
 		t.Fatalf("%s: %d documents, want 1", path, len(docs))
 	}
-	known := knownVars(t)
+	known := knownVarsOf(t)
 	uses := obmuxVars(docs[0])
 	for _, v := range uses {
 		if why := checkVarName(known, v); why != "" {
@@ -403,7 +394,7 @@ func yamlString(v any) string {
 }
 
 func TestDeployKubernetes(t *testing.T) {
-	known := knownVars(t)
+	known := knownVarsOf(t)
 	_, metricsPort, _ := defaults(t)
 	byKind := map[string][]map[string]any{}
 	uses := 0

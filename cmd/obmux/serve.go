@@ -50,6 +50,9 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 		Conn: connCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
 	upCfg := connCfg
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
+	// The upstream's queue holds every caller's calls: each caller has at
+	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard.
+	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
 		UserAgent: ua, Conn: upCfg, Backoff: backoff}, router, hub, mon, log)
 	hub.SetUpstream(up)
@@ -60,10 +63,11 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	// connects anywhere.
 	var servers []*http.Server
 	var lns []net.Listener
-	listen := func(addr string, h http.Handler) (string, error) {
+	listen := func(variable, addr string, h http.Handler) (string, error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return "", fmt.Errorf("listen: %w", err)
+			return "", fmt.Errorf("%s%s=%s: cannot listen (is another program on that port? set %s%s to another address): %w",
+				envPrefix, variable, addr, envPrefix, variable, err)
 		}
 		lns = append(lns, ln)
 		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
@@ -73,20 +77,29 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	var addrs listenAddrs
 	var err error
 	health := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if addrs.Metrics, err = listen(cfg.MetricsListen, health); err != nil {
+	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, health); err != nil {
 		return err
 	}
 	if cfg.UpstreamURL == "" {
 		mux := http.NewServeMux()
 		mux.Handle(cfg.UpstreamPath, up)
-		if addrs.Upstream, err = listen(cfg.UpstreamListen, mux); err != nil {
+		var wrongPath proxy.FailureLog
+		if cfg.UpstreamPath != "/" {
+			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+				wrongPath.Log(log.With("path", r.URL.Path, "remote", r.RemoteAddr), "upstream connection on a wrong path (HTTP 404)",
+					fmt.Errorf("obmux serves the upstream on %s", cfg.UpstreamPath),
+					"point the implementation's reverse-WS URL at ws://<obmux>"+cfg.UpstreamListen+cfg.UpstreamPath+" or set OBMUX_UPSTREAM_PATH")
+				http.Error(w, "obmux serves the upstream on "+cfg.UpstreamPath, http.StatusNotFound)
+			})
+		}
+		if addrs.Upstream, err = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux); err != nil {
 			closeAll(lns)
 			return err
 		}
 	}
 	if cfg.ForwardListen != "" {
 		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat})
-		if addrs.Forward, err = listen(cfg.ForwardListen, fwd); err != nil {
+		if addrs.Forward, err = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd); err != nil {
 			closeAll(lns)
 			return err
 		}
@@ -120,7 +133,11 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	for _, srv := range servers[1:] {
 		srv.Shutdown(shCtx) // stop accepting; hijacked WebSockets are ours to close
 	}
-	hub.Close(shCtx)
+	// Peers first, with most of the time; the upstream then gets its 1001
+	// even when a stuck peer used the peers' share.
+	peersCtx, cancelPeers := context.WithTimeout(shCtx, cfg.ShutdownTimeout*4/5)
+	hub.Close(peersCtx)
+	cancelPeers()
 	up.Close(shCtx)
 	stopRun()
 	metricsSrv.Shutdown(shCtx)
