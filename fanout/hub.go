@@ -237,6 +237,7 @@ type peer struct {
 func (p *peer) Deliver(b []byte)      { p.conn.Send(b, health.KindAPIResponse) }
 func (p *peer) Stats() *health.Stats  { return p.conn.Stats() }
 func (p *peer) Gone() <-chan struct{} { return p.conn.Done() }
+func (p *peer) Hold(on bool)          { p.conn.Hold(on) }
 
 // handle is a peer's reader Handler: API calls go to the router, anything
 // else is answered with a 1400 failure.

@@ -18,7 +18,9 @@ var ErrKeepaliveTimeout = errors.New("keepalive timeout")
 // (wrapped) when a pong is late, or nil once ctx is done. A concurrent reader
 // must be running on ws: coder/websocket only sees pongs through it.
 // An interval of zero or less disables keepalive: Keepalive then waits for ctx.
-func Keepalive(ctx context.Context, ws *websocket.Conn, interval, timeout time.Duration, onRTT func(time.Duration)) error {
+// While held reports true the reader is deliberately paused (backpressure),
+// so a late pong proves nothing: the verdict waits for the next ping.
+func Keepalive(ctx context.Context, ws *websocket.Conn, interval, timeout time.Duration, held func() bool, onRTT func(time.Duration)) error {
 	if interval <= 0 {
 		<-ctx.Done()
 		return nil
@@ -40,6 +42,9 @@ func Keepalive(ctx context.Context, ws *websocket.Conn, interval, timeout time.D
 		}
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
+				if held != nil && held() {
+					continue
+				}
 				return fmt.Errorf("no pong within %s: %w", timeout, ErrKeepaliveTimeout)
 			}
 			return fmt.Errorf("ping: %w", err)

@@ -22,6 +22,10 @@ type Caller interface {
 	// Gone is closed when the caller's connection ends: a request waiting
 	// for one of the caller's in-flight slots gives up then.
 	Gone() <-chan struct{}
+	// Hold(true) is called before Request waits for a slot, which pauses
+	// the caller's reader, and Hold(false) after: keepalive must not take
+	// the pause for a dead peer.
+	Hold(on bool)
 }
 
 // OneBot retcodes obmux answers with on its own.
@@ -82,6 +86,8 @@ func (r *Router) acquire(c Caller) bool {
 	default:
 	}
 	r.log.Debug("caller at its in-flight limit: reading from it waits", "caller", c.Stats().Name, "limit", r.maxInflight)
+	c.Hold(true)
+	defer c.Hold(false)
 	select {
 	case s <- struct{}{}:
 		return true

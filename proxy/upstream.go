@@ -389,6 +389,8 @@ func (l loginInfo) Stats() *health.Stats { return l.u.stats }
 
 func (l loginInfo) Gone() <-chan struct{} { return nil }
 
+func (l loginInfo) Hold(bool) {}
+
 func (l loginInfo) Deliver(b []byte) {
 	f, err := Scan(b)
 	if err != nil || !Is(b, f.Status, "ok") {

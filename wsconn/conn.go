@@ -86,7 +86,8 @@ type Conn struct {
 	hbEvery   time.Duration
 	heartbeat func() []byte
 
-	scratch []byte // the reader's buffer, reused
+	scratch []byte       // the reader's buffer, reused
+	held    atomic.Int32 // > 0 while the reader is paused on purpose
 
 	wake   chan struct{}
 	done   chan struct{} // closed when the connection is ending
@@ -159,6 +160,17 @@ func (c *Conn) Send(frame []byte, kind health.Kind) bool {
 	c.mu.Unlock()
 	c.Wake()
 	return true
+}
+
+// Hold tells keepalive that the reader is paused on purpose (on) or goes on
+// (off): while held, a late pong does not end the connection, since the
+// reader that would see it is waiting.
+func (c *Conn) Hold(on bool) {
+	if on {
+		c.held.Add(1)
+	} else {
+		c.held.Add(-1)
+	}
 }
 
 // Wake tells the writer that its Source may have events.
@@ -263,7 +275,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 		cancel()
 	})
 	wg.Go(func() {
-		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, c.st.RTT)
+		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, func() bool { return c.held.Load() > 0 }, c.st.RTT)
 		if err != nil {
 			reason := health.ReasonWriteError
 			if errors.Is(err, health.ErrKeepaliveTimeout) {

@@ -274,3 +274,41 @@ func upstreamThroughProxy(t *testing.T, env ...string) (*upstream, *sim.FaultPro
 	up.connected()
 	return up, fp, in, a.accept()
 }
+
+// A target at its in-flight limit has its reader paused (backpressure): its
+// pongs go unread meanwhile, which must not be taken for a dead peer.
+func TestBackpressureIsNotAKeepaliveTimeout(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	up.silent.Store(true)
+	a := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+a.URL, "OBMUX_SELF_ID=10001",
+		"OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_API_MAX_INFLIGHT=2", "OBMUX_API_TIMEOUT=1s",
+		"OBMUX_PING_INTERVAL=50ms", "OBMUX_PING_TIMEOUT=100ms")
+	up.connected()
+	p := a.accept()
+	eventually(t, "upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
+	for i := range 3 {
+		p.Send(ctxT(t), fmt.Appendf(nil, `{"action":"send_msg","echo":%d}`, i))
+	}
+	// Calls 0 and 1 time out after 1 s (10 ping timeouts); only then is
+	// call 2 read and sent.
+	for range 2 {
+		if r := nextEvent(t, p); !bytes.Contains(r, []byte(`"retcode":1504`)) {
+			t.Fatalf("want 1504, got %s", r)
+		}
+	}
+	ctx := ctxT(t)
+	for sent := 0; sent < 3; {
+		select {
+		case req := <-up.requests:
+			if bytes.Contains(req, []byte(`"send_msg"`)) {
+				sent++
+			}
+		case <-ctx.Done():
+			t.Fatalf("the upstream got %d of the 3 calls", sent)
+		}
+	}
+	if got := in.metric("obmux_disconnects_total", "name=a"); got != 0 {
+		t.Fatalf("the held target was disconnected %v times", got)
+	}
+}
