@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,7 +52,7 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, nil, &HTTPStatusError{Status: resp.StatusCode, Err: err}
 		}
-		return nil, nil, fmt.Errorf("dial %s: %w", redact(url), err)
+		return nil, nil, fmt.Errorf("dial %s: %w", RedactURL(url), err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -67,12 +68,10 @@ var urlQuery = regexp.MustCompile(`\?[^\s"]*`)
 func (e *redactedError) Error() string { return urlQuery.ReplaceAllString(e.err.Error(), "?…") }
 func (e *redactedError) Unwrap() error { return e.err }
 
-// redact drops the query (it may hold access_token) from a URL for logs.
-func redact(url string) string {
-	for i := 0; i < len(url); i++ {
-		if url[i] == '?' {
-			return url[:i] + "?…"
-		}
+// RedactURL drops the query (it may hold access_token) from a URL, for logs.
+func RedactURL(url string) string {
+	if i := strings.IndexByte(url, '?'); i >= 0 {
+		return url[:i] + "?…"
 	}
 	return url
 }
@@ -81,7 +80,10 @@ func redact(url string) string {
 // with the network connection under it.
 func Accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, io.Closer, error) {
 	hw := &hijackRecorder{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	// A browser's request must come from the same origin (coder/websocket's
+	// check; bots and implementations send no Origin): a web page open on
+	// the host cannot reach obmux's servers.
+	ws, err := websocket.Accept(hw, r, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -665,3 +665,16 @@ func TestForwardSelfIDChangeClosesClients(t *testing.T) {
 	})
 	p.Close()
 }
+
+// A web page on another origin cannot open the forward server (a browser
+// sends its Origin); a bot, which sends none, can.
+func TestForwardRefusesCrossOriginBrowsers(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0")
+	in := startForward(t, up)
+	_, resp, err := sim.Dial(ctxT(t), "ws://"+in.addrs.Forward+"/", http.Header{"Origin": {"http://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin: want HTTP 403, got %v %v", resp, err)
+	}
+	c := dialForward(t, in, "/", nil)
+	c.p.Close()
+}

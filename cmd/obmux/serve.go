@@ -154,25 +154,9 @@ func closeAll(lns []net.Listener) {
 
 func describeUpstream(cfg config, a listenAddrs) string {
 	if cfg.UpstreamURL != "" {
-		return "dial " + redactURL(cfg.UpstreamURL)
+		return "dial " + wsconn.RedactURL(cfg.UpstreamURL)
 	}
 	return "listen " + a.Upstream + cfg.UpstreamPath
-}
-
-func redactURL(s string) string {
-	if i := indexByte(s, '?'); i >= 0 {
-		return s[:i] + "?…"
-	}
-	return s
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // newLogger builds the logger: tint text on a terminal (auto) or when asked,
