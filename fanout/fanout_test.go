@@ -203,3 +203,29 @@ func TestReplayStaysWithinTheAccount(t *testing.T) {
 	}
 	h.detach(c)
 }
+
+// OBMUX_REPLAY_BYTES bounds a replay, and 0 turns replay off.
+func TestReplayBytesBound(t *testing.T) {
+	conn := testConn(t)
+	for _, c := range []struct {
+		replayBytes int64
+		want        int
+	}{{0, 0}, {2500, 2}, {1 << 20, 5}} {
+		mon := health.NewMonitor(health.NewMetrics(nil, "test"))
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1 << 20, Slow: SlowDisconnect, ReplaySize: 1024, ReplayBytes: c.replayBytes,
+			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, 16, log), mon, log)
+		st := mon.Track(health.RoleTarget, "a")
+		cur := h.attach(conn(st), st, 0)
+		h.Event(make([]byte, 1000))
+		cur.Wrote(1)
+		resume := h.detach(cur)
+		for range 5 {
+			h.Event(make([]byte, 1000))
+		}
+		cur = h.attach(conn(st), st, resume)
+		if got := len(cur.Pull(make([]wsconn.Item, 0, 8))); got != c.want {
+			t.Errorf("REPLAY_BYTES=%d: replayed %d of 5 events of 1000 bytes, want %d", c.replayBytes, got, c.want)
+		}
+	}
+}

@@ -192,10 +192,15 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 			from++
 			lost++
 		}
-		// Replay at most ReplaySize: the rest of the ring is live backlog.
+		// Replay at most ReplaySize events and ReplayBytes bytes (the ring
+		// may hold more, for live backlogs); either 0 turns replay off.
 		if n := r.next - from; n > uint64(h.cfg.ReplaySize) {
 			lost += n - uint64(h.cfg.ReplaySize)
 			from = r.next - uint64(h.cfg.ReplaySize)
+		}
+		for from < r.next && (h.cfg.ReplayBytes == 0 || r.bytesFrom(from) > h.cfg.ReplayBytes) {
+			from++
+			lost++
 		}
 		c.next = from
 		if lost > 0 {
