@@ -32,7 +32,12 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	client := &http.Client{Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		TLSHandshakeTimeout: HandshakeTimeout,
-		DisableKeepAlives:   true,
+		// Only the handshake goes through these buffers, but the read one
+		// stays under the connection for its life (coder/websocket adds
+		// its own): keep it small, as a peer may be one of a thousand.
+		ReadBufferSize:    512,
+		WriteBufferSize:   512,
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			mu.Lock()
