@@ -98,18 +98,7 @@ func TestZeroBotReverseWS(t *testing.T) {
 	if ev.int("self_id") != selfID || ev.int("user_id") != 20002 || ev.int("message_id") != 501 || ev.str("text") != "hello obmux" {
 		t.Errorf("ZeroBot's event: %v", ev)
 	}
-	if got := reports(all, "reply")[0].int("message_id"); got != call.MessageID {
-		t.Errorf("ZeroBot's send_private_msg returned message_id %d, the upstream answered %d", got, call.MessageID)
-	}
-	resps := reports(all, "api_response")
-	if len(resps) != 1 {
-		t.Fatalf("ZeroBot read %d API responses, want 1: %v", len(resps), resps)
-	}
-	// ZeroBot numbers its calls from 1; obmux sent the upstream its own echo
-	// and restored ZeroBot's.
-	if echo, id := responseOf(t, resps[0]); echo != "1" || id != call.MessageID {
-		t.Errorf("ZeroBot's response: echo %s message_id %d, want echo 1 message_id %d", echo, id, call.MessageID)
-	}
+	checkOneReply(t, all, call.MessageID)
 	if string(call.Echo) == "1" {
 		t.Errorf("the upstream saw ZeroBot's own echo 1; obmux should send its own")
 	}
@@ -243,17 +232,26 @@ func TestZeroBotForwardWS(t *testing.T) {
 		t.Fatalf("upstream got %+v", call)
 	}
 	all := zb.waitReplies(t, 1)
-	if got := reports(all, "reply")[0].int("message_id"); got != call.MessageID {
-		t.Errorf("ZeroBot's send_private_msg returned message_id %d, the upstream answered %d", got, call.MessageID)
+	checkOneReply(t, all, call.MessageID)
+	if v, _ := ob.metric("obmux_api_requests_total", "name=/", "outcome=ok"); v != 1 {
+		t.Errorf("obmux_api_requests_total{name=/,outcome=ok} = %v, want 1", v)
+	}
+}
+
+// checkOneReply checks that ZeroBot made one call, that its send returned
+// the upstream's message_id, and that the one response it read carried its
+// own echo 1 back (ZeroBot numbers its calls from 1; obmux sent the upstream
+// its own echo and restored ZeroBot's).
+func checkOneReply(t *testing.T, all []string, messageID int64) {
+	t.Helper()
+	if got := reports(all, "reply")[0].int("message_id"); got != messageID {
+		t.Errorf("ZeroBot's send_private_msg returned message_id %d, the upstream answered %d", got, messageID)
 	}
 	resps := reports(all, "api_response")
 	if len(resps) != 1 {
 		t.Fatalf("ZeroBot read %d API responses, want 1: %v", len(resps), resps)
 	}
-	if echo, id := responseOf(t, resps[0]); echo != "1" || id != call.MessageID {
-		t.Errorf("ZeroBot's response: echo %s message_id %d, want echo 1 message_id %d", echo, id, call.MessageID)
-	}
-	if v, _ := ob.metric("obmux_api_requests_total", "name=/", "outcome=ok"); v != 1 {
-		t.Errorf("obmux_api_requests_total{name=/,outcome=ok} = %v, want 1", v)
+	if echo, id := responseOf(t, resps[0]); echo != "1" || id != messageID {
+		t.Errorf("ZeroBot's response: echo %s message_id %d, want echo 1 message_id %d", echo, id, messageID)
 	}
 }
