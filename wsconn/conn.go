@@ -88,6 +88,7 @@ type Conn struct {
 
 	scratch []byte       // the reader's buffer, reused
 	held    atomic.Int32 // > 0 while the reader is paused on purpose
+	resumed atomic.Int64 // unix ns of the last end of a pause
 
 	wake   chan struct{}
 	done   chan struct{} // closed when the connection is ending
@@ -169,8 +170,16 @@ func (c *Conn) Hold(on bool) {
 	if on {
 		c.held.Add(1)
 	} else {
+		c.resumed.Store(time.Now().UnixNano())
 		c.held.Add(-1)
 	}
+}
+
+// isHeld reports whether the reader is paused, or was within the last ping
+// timeout: after a pause, the pong may still wait behind the frames that
+// piled up.
+func (c *Conn) isHeld() bool {
+	return c.held.Load() > 0 || time.Since(time.Unix(0, c.resumed.Load())) < c.cfg.PingTimeout
 }
 
 // Wake tells the writer that its Source may have events.
@@ -275,7 +284,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 		cancel()
 	})
 	wg.Go(func() {
-		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, func() bool { return c.held.Load() > 0 }, c.st.RTT)
+		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, c.isHeld, c.st.RTT)
 		if err != nil {
 			reason := health.ReasonWriteError
 			if errors.Is(err, health.ErrKeepaliveTimeout) {

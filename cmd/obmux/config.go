@@ -68,6 +68,10 @@ func (e *configError) Error() string {
 var targetVar = regexp.MustCompile(`^OBMUX_TARGET_(.+)_(URL|TOKEN)$`)
 var targetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 
+// serviceLink matches what Kubernetes (a Service named obmux) and Docker
+// links put into the environment: not ours, not an error.
+var serviceLink = regexp.MustCompile(`^OBMUX_(SERVICE_HOST|SERVICE_PORT(_.*)?|PORT(_.*)?)$`)
+
 // loadConfig reads and validates the configuration from environ
 // ("KEY=value" strings). Every problem is named in one *configError.
 func loadConfig(environ []string) (config, error) {
@@ -86,10 +90,17 @@ func loadConfig(environ []string) (config, error) {
 	known := knownVars()
 	targets := map[string]*fanout.TargetConfig{}
 	urlSet := map[string]bool{}
-	for k, v := range vars {
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // stable messages
+	spelling := map[string]bool{}
+	for _, k := range keys {
+		v := vars[k]
 		m := targetVar.FindStringSubmatch(k)
 		if m == nil {
-			if !known[k] {
+			if !known[k] && !serviceLink.MatchString(k) {
 				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_URL and _TOKEN)", k, envPrefix))
 			}
 			continue
@@ -105,6 +116,7 @@ func loadConfig(environ []string) (config, error) {
 			targets[name] = t
 		} else if t.EnvPrefix != "OBMUX_TARGET_"+m[1] {
 			problems = append(problems, fmt.Sprintf("%s and %s_*: two spellings of target %q (names are not case-sensitive): use one", k, t.EnvPrefix, name))
+			spelling[name] = true
 			continue
 		}
 		if m[2] == "URL" {
@@ -115,6 +127,8 @@ func loadConfig(environ []string) (config, error) {
 	}
 	for _, t := range targets {
 		switch {
+		case spelling[t.Name]:
+			continue
 		case t.URL == "" && urlSet[t.Name]:
 			problems = append(problems, fmt.Sprintf("%s_URL: empty: set the framework's reverse-WS URL, such as ws://nonebot:8080/onebot/v11/ws", t.EnvPrefix))
 			continue

@@ -323,6 +323,12 @@ func TestBadConfigurationNamesEveryVariable(t *testing.T) {
 	if n := strings.Count(err.Error(), "OBMUX_API_TIMEOUT"); n != 1 {
 		t.Errorf("OBMUX_API_TIMEOUT=30 reported %d times, want once:\n%v", n, err)
 	}
+	// What Kubernetes and Docker links set for a Service named obmux is not
+	// a misspelt variable.
+	if _, err := loadConfig([]string{"OBMUX_SERVICE_HOST=10.0.0.1", "OBMUX_SERVICE_PORT=9108", "OBMUX_SERVICE_PORT_METRICS=9108",
+		"OBMUX_PORT=tcp://10.0.0.1:9108", "OBMUX_PORT_9108_TCP_ADDR=10.0.0.1"}); err != nil {
+		t.Errorf("service-link variables refused: %v", err)
+	}
 	// Tokens never appear in errors or logs.
 	_, err = loadConfig([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {

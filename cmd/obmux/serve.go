@@ -84,11 +84,12 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 		mux := http.NewServeMux()
 		mux.Handle(cfg.UpstreamPath, up)
 		var wrongPath proxy.FailureLog
+		_, port, _ := net.SplitHostPort(cfg.UpstreamListen)
 		if cfg.UpstreamPath != "/" {
 			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 				wrongPath.Log(log.With("path", r.URL.Path, "remote", r.RemoteAddr), "upstream connection on a wrong path (HTTP 404)",
 					fmt.Errorf("obmux serves the upstream on %s", cfg.UpstreamPath),
-					"point the implementation's reverse-WS URL at ws://<obmux>"+cfg.UpstreamListen+cfg.UpstreamPath+" or set OBMUX_UPSTREAM_PATH")
+					"point the implementation's reverse-WS URL at ws://<obmux>:"+port+cfg.UpstreamPath+" or set OBMUX_UPSTREAM_PATH")
 				http.Error(w, "obmux serves the upstream on "+cfg.UpstreamPath, http.StatusNotFound)
 			})
 		}
