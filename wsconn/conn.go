@@ -1,10 +1,11 @@
 // Package wsconn runs one OneBot WebSocket connection, whichever side dialed
 // it: the upstream, a reverse-WS target or a forward-WS client are all a Conn.
 //
-// A Conn has one reader loop (the caller of Run), one writer goroutine and
-// one keepalive goroutine. The writer sends, in this order of priority: the
-// greeting (lifecycle connect), a due heartbeat from the connection's own
-// timer, frames queued with Send (API calls and responses), then events
+// A Conn has one reader loop (the caller of Run) and one writer goroutine,
+// which also sends the keepalive pings (each waits for its pong in a
+// short-lived goroutine; the pong arrives through the reader). The writer
+// sends, in this order of priority: the greeting (lifecycle connect), a due
+// ping or heartbeat from the connection's own timers, frames queued with Send (API calls and responses), then events
 // pulled from a Source. Heartbeats therefore never wait behind queued events
 // and never pile up: at most one is ever due. Every frame is counted in the
 // connection's metrics, and every end of a connection has one Reason.
@@ -86,9 +87,10 @@ type Conn struct {
 	hbEvery   time.Duration
 	heartbeat func() []byte
 
-	scratch []byte       // the reader's buffer, reused
-	held    atomic.Int32 // > 0 while the reader is paused on purpose
-	resumed atomic.Int64 // unix ns of the last end of a pause
+	scratch []byte         // the reader's buffer, reused
+	held    atomic.Int32   // > 0 while the reader is paused on purpose
+	pings   sync.WaitGroup // the ping in flight, if any
+	resumed atomic.Int64   // unix ns of the last end of a pause
 
 	wake   chan struct{}
 	done   chan struct{} // closed when the connection is ending
@@ -283,19 +285,6 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 		c.mu.Unlock()
 		cancel()
 	})
-	wg.Go(func() {
-		err := health.Keepalive(ctx, c.ws, c.cfg.PingInterval, c.cfg.PingTimeout, c.isHeld, c.st.RTT)
-		if err != nil {
-			reason := health.ReasonWriteError
-			if errors.Is(err, health.ErrKeepaliveTimeout) {
-				reason = health.ReasonKeepaliveTimeout
-			}
-			c.mu.Lock()
-			c.setCause(reason, err)
-			c.mu.Unlock()
-			cancel()
-		}
-	})
 	reason, err := c.readLoop(handle)
 	c.mu.Lock()
 	c.setCause(reason, err)
@@ -308,6 +297,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.mu.Unlock()
 	cancel()
 	wg.Wait()
+	c.pings.Wait() // ends at once: the connection is closed by now
 	if err == errNoError {
 		err = nil
 	}
@@ -410,6 +400,43 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		timer.Stop()
 		defer timer.Stop()
 	}
+	// Keepalive: a ping every PingInterval from a short-lived goroutine
+	// (the pong comes through the reader), its result back here, so that
+	// an idle connection holds two goroutines, not three.
+	var pingTick <-chan time.Time
+	if c.cfg.PingInterval > 0 {
+		t := time.NewTicker(c.cfg.PingInterval)
+		defer t.Stop()
+		pingTick = t.C
+	}
+	pingDone := make(chan error, 1)
+	pinging := false
+	ping := func() {
+		if pinging {
+			return
+		}
+		pinging = true
+		c.pings.Go(func() {
+			rtt, err := health.Ping(c.ws, c.cfg.PingTimeout)
+			if err == nil {
+				c.st.RTT(rtt)
+			}
+			pingDone <- err
+		})
+	}
+	// pinged judges a ping's result: ok is false when the connection ends.
+	pinged := func(err error) (health.Reason, error, bool) {
+		pinging = false
+		switch {
+		case err == nil:
+			return 0, nil, true
+		case errors.Is(err, health.ErrKeepaliveTimeout) && c.isHeld():
+			return 0, nil, true // the reader is paused: the pong waits unread
+		case errors.Is(err, health.ErrKeepaliveTimeout):
+			return health.ReasonKeepaliveTimeout, err, false
+		}
+		return health.ReasonWriteError, err, false
+	}
 	var hb <-chan time.Time
 	if c.hbEvery > 0 && c.heartbeat != nil {
 		t := time.NewTicker(c.hbEvery)
@@ -432,8 +459,17 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 	// batch holds events pulled from the source; pos is the next to write.
 	batch, pos := make([]Item, 0, 64), 0
 	for {
-		// Between any two frames: a due heartbeat first, then a close or a
-		// queued frame, then events.
+		// Between any two frames: a due ping or heartbeat first, then a
+		// close or a queued frame, then events.
+		select {
+		case <-pingTick:
+			ping()
+		case err := <-pingDone:
+			if reason, err, ok := pinged(err); !ok {
+				return reason, err
+			}
+		default:
+		}
 		select {
 		case <-hb:
 			if err := heartbeat(); err != nil {
@@ -485,6 +521,12 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		case <-hb:
 			if err := heartbeat(); err != nil {
 				return writeErr(err)
+			}
+		case <-pingTick:
+			ping()
+		case err := <-pingDone:
+			if reason, err, ok := pinged(err); !ok {
+				return reason, err
 			}
 		case <-c.wake:
 		}
