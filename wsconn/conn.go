@@ -462,18 +462,15 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		// Between any two frames: a due ping or heartbeat first, then a
 		// close or a queued frame, then events.
 		select {
+		case <-hb:
+			if err := heartbeat(); err != nil {
+				return writeErr(err)
+			}
 		case <-pingTick:
 			ping()
 		case err := <-pingDone:
 			if reason, err, ok := pinged(err); !ok {
 				return reason, err
-			}
-		default:
-		}
-		select {
-		case <-hb:
-			if err := heartbeat(); err != nil {
-				return writeErr(err)
 			}
 		default:
 		}
