@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/onebot"
 	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
@@ -239,24 +240,24 @@ type peer struct {
 	selfID int64 // the self_id the peer was greeted with
 }
 
-func (p *peer) Deliver(b []byte)      { p.conn.Send(b, health.KindAPIResponse) }
+func (p *peer) Deliver(b []byte)      { p.conn.Send(b, onebot.KindAPIResponse) }
 func (p *peer) Stats() *health.Stats  { return p.conn.Stats() }
 func (p *peer) Gone() <-chan struct{} { return p.conn.Done() }
 func (p *peer) Hold(on bool)          { p.conn.Hold(on) }
 
 // handle is a peer's reader Handler: API calls go to the router, anything
 // else is answered with a 1400 failure.
-func (p *peer) handle(b []byte) health.Kind {
-	f, kind, err := proxy.Classify(b)
+func (p *peer) handle(b []byte) onebot.Kind {
+	f, kind, err := onebot.Classify(b)
 	switch {
-	case kind == health.KindAPIRequest && p.api:
+	case kind == onebot.KindAPIRequest && p.api:
 		p.hub.router.Request(p, b, f)
 		return kind
-	case kind == health.KindAPIRequest:
+	case kind == onebot.KindAPIRequest:
 		p.hub.router.Reject(p, b, f, "this endpoint serves events only: call the API on / or /api")
 	case err != nil:
 		p.hub.router.Reject(p, b, f, "bad request: "+err.Error())
-		kind = health.KindInvalid
+		kind = onebot.KindInvalid
 	default:
 		p.hub.router.Reject(p, b, f, "not an API request (no \"action\")")
 	}
@@ -278,11 +279,11 @@ type serveOpts struct {
 func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *health.Stats, o serveOpts) (health.Reason, error, uint64) {
 	conn := wsconn.New(ws, raw, st, h.log.With("role", st.Role, "name", st.Name), h.cfg.Conn)
 	p := &peer{hub: h, conn: conn, api: o.api, selfID: o.selfID}
-	conn.SetGreeting(health.Lifecycle(time.Now(), o.selfID, health.LifecycleConnect))
+	conn.SetGreeting(onebot.Lifecycle(time.Now(), o.selfID, onebot.LifecycleConnect))
 	if o.heartbeat && h.cfg.HeartbeatInterval > 0 {
 		conn.SetHeartbeat(h.cfg.HeartbeatInterval, func() []byte {
 			s, _ := h.up.State()
-			return health.Heartbeat(time.Now(), o.selfID, s.Status, h.cfg.HeartbeatInterval)
+			return onebot.Heartbeat(time.Now(), o.selfID, s.Status, h.cfg.HeartbeatInterval)
 		})
 	}
 	h.mu.Lock()
@@ -330,7 +331,7 @@ func (h *Hub) Close(ctx context.Context) {
 	h.mu.Unlock()
 	for _, p := range peers {
 		p.conn.Close(health.ReasonShutdown, websocket.StatusGoingAway, "obmux shutting down",
-			health.Lifecycle(time.Now(), p.selfID, health.LifecycleDisable))
+			onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
 	}
 	done := make(chan struct{})
 	go func() { h.running.Wait(); close(done) }()
@@ -376,5 +377,5 @@ func (p *peer) closeStale(now int64) {
 	p.hub.log.Info("connection closed: the upstream's self_id changed", "role", string(st.Role), "name", st.Name,
 		"self_id", now, "was", p.selfID)
 	p.conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
-		health.Lifecycle(time.Now(), p.selfID, health.LifecycleDisable))
+		onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
 }

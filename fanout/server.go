@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/obmux/obmux/health"
-	"github.com/obmux/obmux/proxy"
+	"github.com/obmux/obmux/onebot"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -50,7 +50,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a OneBot endpoint: use /, /event or /api", http.StatusNotFound)
 		return
 	}
-	if code := proxy.Authorize(r, s.cfg.Token); code != 0 {
+	if code := onebot.Authorize(r, s.cfg.Token); code != 0 {
 		s.hub.log.Info("forward client refused", "path", path, "status", code, "remote", r.RemoteAddr,
 			"hint", "clients must send OBMUX_FORWARD_TOKEN as Authorization: Bearer or ?access_token=")
 		http.Error(w, http.StatusText(code), code)

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/obmux/obmux/health"
-	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -33,7 +32,7 @@ type Target struct {
 	hub     *Hub
 	stats   *health.Stats
 	log     *slog.Logger
-	dialLog proxy.FailureLog
+	dialLog health.FailureLog
 	resume  uint64 // seq after the last event written to it; 0 before the first connect
 }
 

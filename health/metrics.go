@@ -3,6 +3,7 @@ package health
 import (
 	"runtime"
 
+	"github.com/obmux/obmux/onebot"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -16,24 +17,6 @@ const (
 	RoleTarget   Role = "target"
 	RoleClient   Role = "client"
 )
-
-// Kind classifies a frame for the obmux_frames_total "kind" label.
-type Kind uint8
-
-// Frame kinds.
-const (
-	KindEvent Kind = iota
-	KindHeartbeat
-	KindLifecycle
-	KindAPIRequest
-	KindAPIResponse
-	KindInvalid
-	numKinds
-)
-
-var kindNames = [numKinds]string{"event", "heartbeat", "lifecycle", "api_request", "api_response", "invalid"}
-
-func (k Kind) String() string { return kindNames[k] }
 
 // Reason says why a connection ended: the obmux_disconnects_total "reason"
 // label.
@@ -162,8 +145,8 @@ type ConnMetrics struct {
 	Up          prometheus.Gauge
 	Connects    prometheus.Counter
 	Disconnects [numReasons]prometheus.Counter
-	FramesIn    [numKinds]prometheus.Counter
-	FramesOut   [numKinds]prometheus.Counter
+	FramesIn    [onebot.NumKinds]prometheus.Counter
+	FramesOut   [onebot.NumKinds]prometheus.Counter
 	BytesIn     prometheus.Counter
 	BytesOut    prometheus.Counter
 	Dropped     [numDrops]prometheus.Counter
@@ -193,8 +176,8 @@ func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
 		c.Disconnects[i] = m.disconnects.WithLabelValues(r, name, Reason(i).String())
 	}
 	for i := range c.FramesIn {
-		c.FramesIn[i] = m.frames.WithLabelValues(r, name, "in", Kind(i).String())
-		c.FramesOut[i] = m.frames.WithLabelValues(r, name, "out", Kind(i).String())
+		c.FramesIn[i] = m.frames.WithLabelValues(r, name, "in", onebot.Kind(i).String())
+		c.FramesOut[i] = m.frames.WithLabelValues(r, name, "out", onebot.Kind(i).String())
 	}
 	for i := range c.Dropped {
 		c.Dropped[i] = m.dropped.WithLabelValues(name, Drop(i).String())

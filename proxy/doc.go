@@ -8,7 +8,6 @@
 // restores that echo byte for byte on the response, and answers on its own
 // when the upstream is down (1502), slow (1504) or the request is bad (1400).
 //
-// The wire vocabulary (Scan, frame classification, echo rewriting) lives here
-// too. It reads only the top level of a frame and never decodes it whole.
-// proxy knows nothing of targets or clients.
+// The frames themselves are package onebot's. proxy knows nothing of targets
+// or clients.
 package proxy

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/onebot"
 )
 
 // Caller is a connection that makes API calls through a Router: a target or
@@ -28,16 +27,6 @@ type Caller interface {
 	Hold(on bool)
 }
 
-// OneBot retcodes obmux answers with on its own.
-const (
-	RetcodeBadRequest      = 1400
-	RetcodeUpstreamDown    = 1502
-	RetcodeUpstreamTimeout = 1504
-)
-
-// ErrUpstreamDown is returned by a send function when no upstream is connected.
-var ErrUpstreamDown = errors.New("upstream not connected")
-
 // Router routes API calls from callers to the upstream and their responses
 // back. Every call gets exactly one final response: the upstream's, or one of
 // obmux's own failures. It is safe for concurrent use.
@@ -45,7 +34,7 @@ type Router struct {
 	timeout     time.Duration
 	maxInflight int
 	log         *slog.Logger
-	timeouts    FailureLog // a run of timeouts is logged once
+	timeouts    health.FailureLog // a run of timeouts is logged once
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
@@ -129,8 +118,8 @@ const echoPrefix = `"obmux:`
 
 // Request forwards the API request b, scanned as f, from c to the upstream
 // under a fresh echo.
-func (r *Router) Request(c Caller, b []byte, f Frame) {
-	echo := raw(b, f.Echo)
+func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
+	echo := onebot.Raw(b, f.Echo)
 	if !r.acquire(c) {
 		return
 	}
@@ -139,7 +128,7 @@ func (r *Router) Request(c Caller, b []byte, f Frame) {
 	if send == nil {
 		r.mu.Unlock()
 		r.release(c)
-		r.fail(c, echo, RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
+		r.fail(c, echo, onebot.RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
 		return
 	}
 	r.seq++
@@ -151,25 +140,25 @@ func (r *Router) Request(c Caller, b []byte, f Frame) {
 
 	our := strconv.AppendUint(append(make([]byte, 0, 32), echoPrefix...), id, 10)
 	our = append(our, '"')
-	if err := send(SetEcho(b, f, our)); err != nil {
+	if err := send(onebot.SetEcho(b, f, our)); err != nil {
 		if r.take(id) != nil {
 			r.release(c)
-			r.fail(c, echo, RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
+			r.fail(c, echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
 		}
 	}
 }
 
 // Reject answers a frame from c that is not a usable API request with a 1400
 // failure, carrying the frame's echo when one could be read.
-func (r *Router) Reject(c Caller, b []byte, f Frame, why string) {
-	r.fail(c, raw(b, f.Echo), RetcodeBadRequest, why, health.OutcomeFailed)
+func (r *Router) Reject(c Caller, b []byte, f onebot.Frame, why string) {
+	r.fail(c, onebot.Raw(b, f.Echo), onebot.RetcodeBadRequest, why, health.OutcomeFailed)
 }
 
 // Response routes a response frame b, scanned as f, from the upstream to its
 // caller, with the caller's echo restored. It reports false when no call
 // waits for it (unknown or foreign echo, or its caller is gone).
-func (r *Router) Response(b []byte, f Frame) bool {
-	id, ok := parseEcho(raw(b, f.Echo))
+func (r *Router) Response(b []byte, f onebot.Frame) bool {
+	id, ok := parseEcho(onebot.Raw(b, f.Echo))
 	if !ok {
 		return false
 	}
@@ -187,13 +176,13 @@ func (r *Router) Response(b []byte, f Frame) bool {
 		cl.timer.Stop()
 	}
 	r.mu.Unlock()
-	cl.caller.Deliver(SetEcho(b, f, cl.echo))
+	cl.caller.Deliver(onebot.SetEcho(b, f, cl.echo))
 	if !streaming {
 		r.timeouts.Reset()
 		r.release(cl.caller)
 		m := cl.caller.Stats().M
 		outcome := health.OutcomeOK
-		if Is(b, f.Status, "failed") {
+		if onebot.Is(b, f.Status, "failed") {
 			outcome = health.OutcomeFailed
 		}
 		m.API[outcome].Inc()
@@ -204,13 +193,13 @@ func (r *Router) Response(b []byte, f Frame) bool {
 
 // isStreamPart reports whether b is an intermediate frame of a NapCat
 // streaming action: "stream":"stream-action" and data.type "stream".
-func (r *Router) isStreamPart(b []byte, f Frame) bool {
-	if !Is(b, f.Stream, "stream-action") || !f.Data.Valid() {
+func (r *Router) isStreamPart(b []byte, f onebot.Frame) bool {
+	if !onebot.Is(b, f.Stream, "stream-action") || !f.Data.Valid() {
 		return false
 	}
-	data := raw(b, f.Data)
-	df, err := Scan(data)
-	return err == nil && Is(data, df.Type, "stream")
+	data := onebot.Raw(b, f.Data)
+	df, err := onebot.Scan(data)
+	return err == nil && onebot.Is(data, df.Type, "stream")
 }
 
 // Forget drops every call of c, which has gone away; their responses will
@@ -240,7 +229,7 @@ func (r *Router) UpstreamDown() {
 	for _, cl := range calls {
 		cl.timer.Stop()
 		r.release(cl.caller)
-		r.fail(cl.caller, cl.echo, RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
+		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
 	}
 }
 
@@ -261,30 +250,14 @@ func (r *Router) expire(id uint64) {
 		r.timeouts.Log(r.log.With("caller", cl.caller.Stats().Name), "API call timed out (repeats are logged at debug until a response arrives)",
 			fmt.Errorf("no response from the upstream within OBMUX_API_TIMEOUT=%s", r.timeout),
 			"the upstream is slow or stuck; obmux_api_requests_total{outcome=\"timeout\"} counts every one")
-		r.fail(cl.caller, cl.echo, RetcodeUpstreamTimeout, "upstream timeout", health.OutcomeTimeout)
+		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamTimeout, "upstream timeout", health.OutcomeTimeout)
 	}
 }
 
 // fail delivers obmux's own failure response to c.
 func (r *Router) fail(c Caller, echo []byte, retcode int, msg string, outcome health.Outcome) {
 	c.Stats().M.API[outcome].Inc()
-	c.Deliver(Failure(retcode, msg, echo))
-}
-
-// Failure returns a OneBot failure response with retcode and message, and
-// echo (raw JSON) if not nil.
-func Failure(retcode int, msg string, echo []byte) []byte {
-	b := make([]byte, 0, 96+len(msg)+len(echo))
-	b = append(b, `{"status":"failed","retcode":`...)
-	b = strconv.AppendInt(b, int64(retcode), 10)
-	b = append(b, `,"data":null,"message":`...)
-	q, _ := json.Marshal(msg)
-	b = append(b, q...)
-	if echo != nil {
-		b = append(b, `,"echo":`...)
-		b = append(b, echo...)
-	}
-	return append(b, '}')
+	c.Deliver(onebot.Failure(retcode, msg, echo))
 }
 
 // parseEcho reads back an echo obmux sent upstream.

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/onebot"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -53,7 +54,7 @@ type State struct {
 	// SelfID is the bot's QQ number, 0 until known.
 	SelfID int64
 	// Status is the upstream's own status from its last heartbeat.
-	Status health.Status
+	Status onebot.Status
 }
 
 // Upstream owns the single connection to the OneBot implementation.
@@ -64,7 +65,7 @@ type Upstream struct {
 	stats     *health.Stats
 	log       *slog.Logger
 	lastEvent prometheus.Gauge
-	dialLog   FailureLog
+	dialLog   health.FailureLog
 
 	learning atomic.Bool // the current connection has not told its self_id yet
 
@@ -84,7 +85,7 @@ func NewUpstream(cfg UpstreamConfig, router *Router, sink Sink, mon *health.Moni
 		stats: mon.Track(health.RoleUpstream, "upstream"), lastEvent: mon.Metrics().LastEvent(),
 		changed: make(chan struct{})}
 	u.state.SelfID = cfg.SelfID
-	u.state.Status = health.Status{Good: true}
+	u.state.Status = onebot.Status{Good: true}
 	return u
 }
 
@@ -161,7 +162,7 @@ func upstreamHint(err error, haveToken bool) string {
 // connection with the same self_id replaces the first, one with another
 // self_id is refused with 409 while the first is up.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if code := Authorize(r, u.cfg.Token); code != 0 {
+	if code := onebot.Authorize(r, u.cfg.Token); code != 0 {
 		u.log.Warn("upstream connection refused", "status", code, "remote", r.RemoteAddr,
 			"hint", "the implementation's token must equal OBMUX_UPSTREAM_TOKEN")
 		http.Error(w, http.StatusText(code), code)
@@ -231,7 +232,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.learning.Store(true)
 	u.update(func(s *State) { s.Online = true })
 	u.router.setSend(func(b []byte) error {
-		if !c.Send(b, health.KindAPIRequest) {
+		if !c.Send(b, onebot.KindAPIRequest) {
 			return errors.New("upstream queue full or connection closing")
 		}
 		return nil
@@ -267,8 +268,8 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.log.Log(ctx, level, "upstream disconnected", "reason", reason.String(), "error", err)
 }
 
-func mustScan(s string) Frame {
-	f, err := Scan([]byte(s))
+func mustScan(s string) onebot.Frame {
+	f, err := onebot.Scan([]byte(s))
 	if err != nil {
 		panic(err)
 	}
@@ -299,30 +300,30 @@ func (u *Upstream) Close(ctx context.Context) {
 }
 
 // handle is the upstream reader's Handler.
-func (u *Upstream) handle(b []byte) health.Kind {
-	f, kind, err := Classify(b)
-	if kind != health.KindAPIResponse && u.learning.Load() && f.SelfID.Valid() {
-		if id, ok := Int(b, f.SelfID); ok && id > 0 {
+func (u *Upstream) handle(b []byte) onebot.Kind {
+	f, kind, err := onebot.Classify(b)
+	if kind != onebot.KindAPIResponse && u.learning.Load() && f.SelfID.Valid() {
+		if id, ok := onebot.Int(b, f.SelfID); ok && id > 0 {
 			u.learnSelfID(id, "first frame")
 		}
 	}
 	switch kind {
-	case health.KindEvent:
+	case onebot.KindEvent:
 		u.lastEvent.SetToCurrentTime()
 		u.sink.Event(b)
-	case health.KindHeartbeat:
+	case onebot.KindHeartbeat:
 		u.heartbeat(b, f)
-	case health.KindLifecycle:
+	case onebot.KindLifecycle:
 		// Consumed: every downstream connection gets its own.
-	case health.KindAPIResponse:
+	case onebot.KindAPIResponse:
 		if !u.router.Response(b, f) {
 			u.stats.M.Dropped[health.DropTargetGone].Inc()
-			u.log.Debug("response dropped: no call waits for its echo", "echo", string(raw(b, f.Echo)))
+			u.log.Debug("response dropped: no call waits for its echo", "echo", string(onebot.Raw(b, f.Echo)))
 		}
-	case health.KindAPIRequest:
+	case onebot.KindAPIRequest:
 		u.stats.M.Dropped[health.DropInvalid].Inc()
-		u.log.Warn("frame dropped: the upstream sent an API request", "action", string(raw(b, f.Action)))
-		return health.KindInvalid
+		u.log.Warn("frame dropped: the upstream sent an API request", "action", string(onebot.Raw(b, f.Action)))
+		return onebot.KindInvalid
 	default:
 		u.stats.M.Dropped[health.DropInvalid].Inc()
 		u.log.Warn("frame dropped: not a OneBot frame", "error", err, "bytes", len(b))
@@ -331,11 +332,11 @@ func (u *Upstream) handle(b []byte) health.Kind {
 }
 
 // heartbeat keeps the upstream's own status from its heartbeat event.
-func (u *Upstream) heartbeat(b []byte, f Frame) {
-	st := health.Status{Online: true, Good: true}
-	status := raw(b, f.Status)
+func (u *Upstream) heartbeat(b []byte, f onebot.Frame) {
+	st := onebot.Status{Online: true, Good: true}
+	status := onebot.Raw(b, f.Status)
 	var extra []byte
-	err := Members(status, func(key []byte, member, val Span) error {
+	err := onebot.Members(status, func(key []byte, member, val onebot.Span) error {
 		switch string(key) {
 		case "online":
 			st.Online = string(status[val.Start:val.End]) != "false"
@@ -355,7 +356,7 @@ func (u *Upstream) heartbeat(b []byte, f Frame) {
 	}
 	st.Extra = extra
 	u.mu.Lock()
-	u.update(func(s *State) { s.Status = health.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
+	u.update(func(s *State) { s.Status = onebot.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
 	u.mu.Unlock()
 }
 
@@ -392,47 +393,20 @@ func (l loginInfo) Gone() <-chan struct{} { return nil }
 func (l loginInfo) Hold(bool) {}
 
 func (l loginInfo) Deliver(b []byte) {
-	f, err := Scan(b)
-	if err != nil || !Is(b, f.Status, "ok") {
+	f, err := onebot.Scan(b)
+	if err != nil || !onebot.Is(b, f.Status, "ok") {
 		l.u.log.Debug("get_login_info failed; the self_id will come from a frame", "response", string(b))
 		return
 	}
-	data := raw(b, f.Data)
+	data := onebot.Raw(b, f.Data)
 	var id int64
-	Members(data, func(key []byte, _, val Span) error {
+	onebot.Members(data, func(key []byte, _, val onebot.Span) error {
 		if string(key) == "user_id" {
-			id, _ = Int(data, val)
+			id, _ = onebot.Int(data, val)
 		}
 		return nil
 	})
 	if id > 0 {
 		l.u.learnSelfID(id, "get_login_info")
 	}
-}
-
-// FailureLog logs a repeating failure once per change: the first failure and
-// every one that differs from the last at warn, repeats at debug.
-type FailureLog struct {
-	mu   sync.Mutex
-	last string
-}
-
-// Log logs err with msg and hint.
-func (l *FailureLog) Log(log *slog.Logger, msg string, err error, hint string) {
-	l.mu.Lock()
-	same := l.last == err.Error()
-	l.last = err.Error()
-	l.mu.Unlock()
-	level := slog.LevelWarn
-	if same {
-		level = slog.LevelDebug
-	}
-	log.Log(context.Background(), level, msg, "error", err, "hint", hint)
-}
-
-// Reset forgets the last failure, after a success.
-func (l *FailureLog) Reset() {
-	l.mu.Lock()
-	l.last = ""
-	l.mu.Unlock()
 }

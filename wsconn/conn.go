@@ -27,6 +27,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/onebot"
 )
 
 // Config are the settings every connection shares.
@@ -68,7 +69,7 @@ type Source interface {
 
 // Handler is called by the reader loop with every text message and returns
 // the kind it found, for the metrics. It must not block for long.
-type Handler func(frame []byte) health.Kind
+type Handler func(frame []byte) onebot.Kind
 
 // ErrBinary is reported for a binary message: OneBot v11 speaks text.
 var ErrBinary = errors.New("binary message (OneBot v11 frames are text)")
@@ -109,7 +110,7 @@ type Conn struct {
 
 type queued struct {
 	frame []byte
-	kind  health.Kind
+	kind  onebot.Kind
 }
 
 type closeReq struct {
@@ -146,7 +147,7 @@ func (c *Conn) Stats() *health.Stats { return c.st }
 // Send queues frame (an API call or response) for the writer. It never
 // blocks: when the queue is full or the connection has ended, the frame is
 // dropped, counted, and Send returns false.
-func (c *Conn) Send(frame []byte, kind health.Kind) bool {
+func (c *Conn) Send(frame []byte, kind onebot.Kind) bool {
 	c.mu.Lock()
 	if c.ended || c.closeAt != nil {
 		c.mu.Unlock()
@@ -316,7 +317,7 @@ func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
 				return health.ReasonClosedByPeer, fmt.Errorf("peer closed the connection: %w", ce)
 			case errors.Is(err, websocket.ErrMessageTooBig):
 				m.Dropped[health.DropOversized].Inc()
-				m.FramesIn[health.KindInvalid].Inc()
+				m.FramesIn[onebot.KindInvalid].Inc()
 				return health.ReasonReadError, fmt.Errorf("message over the %d byte read limit (closed with 1009): %w", c.cfg.ReadLimit, err)
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
 				return health.ReasonClosedByPeer, fmt.Errorf("connection lost: %w", err)
@@ -325,7 +326,7 @@ func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
 		}
 		m.BytesIn.Add(float64(len(b)))
 		if typ != websocket.MessageText {
-			m.FramesIn[health.KindInvalid].Inc()
+			m.FramesIn[onebot.KindInvalid].Inc()
 			m.Dropped[health.DropInvalid].Inc()
 			c.log.Warn("frame dropped", "error", ErrBinary, "bytes", len(b))
 			continue
@@ -371,7 +372,7 @@ func (c *Conn) read() (websocket.MessageType, []byte, error) {
 }
 
 // write writes one frame with the write timeout armed on timer.
-func (c *Conn) write(timer *time.Timer, frame []byte, kind health.Kind) error {
+func (c *Conn) write(timer *time.Timer, frame []byte, kind onebot.Kind) error {
 	if timer != nil {
 		timer.Reset(c.cfg.WriteTimeout)
 	}
@@ -445,12 +446,12 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 	}
 	writeErr := func(err error) (health.Reason, error) { return health.ReasonWriteError, fmt.Errorf("write: %w", err) }
 	if c.greeting != nil {
-		if err := c.write(timer, c.greeting, health.KindLifecycle); err != nil {
+		if err := c.write(timer, c.greeting, onebot.KindLifecycle); err != nil {
 			return writeErr(err)
 		}
 	}
 	heartbeat := func() error {
-		if err := c.write(timer, c.heartbeat(), health.KindHeartbeat); err != nil {
+		if err := c.write(timer, c.heartbeat(), onebot.KindHeartbeat); err != nil {
 			return err
 		}
 		c.st.M.Heartbeats.Inc()
@@ -501,7 +502,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 			it := batch[pos]
 			batch[pos] = Item{}
 			pos++
-			if err := c.write(timer, it.Frame, health.KindEvent); err != nil {
+			if err := c.write(timer, it.Frame, onebot.KindEvent); err != nil {
 				return writeErr(err)
 			}
 			c.src.Wrote(it.Seq)
@@ -533,7 +534,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 func (c *Conn) closeGracefully(req *closeReq, final []byte) (health.Reason, error) {
 	// Close's timer bounds this whole step: the final frame and the handshake.
 	if final != nil {
-		if err := c.write(nil, final, health.KindLifecycle); err != nil {
+		if err := c.write(nil, final, onebot.KindLifecycle); err != nil {
 			return health.ReasonWriteError, fmt.Errorf("write final frame: %w", err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/internal/sim"
+	"github.com/obmux/obmux/onebot"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -68,12 +69,12 @@ func TestGreetingQueueAndGracefulClose(t *testing.T) {
 	c, p := pair(t, Config{QueueSize: 2, CloseTimeout: time.Second, ReadLimit: 1 << 20})
 	c.SetGreeting([]byte(`{"hello":1}`))
 	got := make(chan []byte, 1)
-	done := run(c, func(b []byte) health.Kind { got <- b; return health.KindAPIRequest })
+	done := run(c, func(b []byte) onebot.Kind { got <- b; return onebot.KindAPIRequest })
 	if b := recv(t, p); string(b) != `{"hello":1}` {
 		t.Fatalf("first frame %s", b)
 	}
-	c.Send([]byte(`{"n":1}`), health.KindAPIResponse)
-	c.Send([]byte(`{"n":2}`), health.KindAPIResponse)
+	c.Send([]byte(`{"n":1}`), onebot.KindAPIResponse)
+	c.Send([]byte(`{"n":2}`), onebot.KindAPIResponse)
 	for _, want := range []string{`{"n":1}`, `{"n":2}`} {
 		if b := recv(t, p); string(b) != want {
 			t.Fatalf("got %s want %s", b, want)
@@ -99,10 +100,10 @@ func TestGreetingQueueAndGracefulClose(t *testing.T) {
 	if p.CloseStatus() != websocket.StatusGoingAway {
 		t.Errorf("close %v", p.Err)
 	}
-	if got := testutil.ToFloat64(c.Stats().M.FramesIn[health.KindAPIRequest]); got != 1 {
+	if got := testutil.ToFloat64(c.Stats().M.FramesIn[onebot.KindAPIRequest]); got != 1 {
 		t.Errorf("frames in = %v", got)
 	}
-	if !c.Send([]byte(`{}`), health.KindAPIResponse) == false {
+	if !c.Send([]byte(`{}`), onebot.KindAPIResponse) == false {
 		t.Error("Send after the end must fail")
 	}
 }
@@ -113,12 +114,12 @@ func TestQueueFullAndWriteTimeout(t *testing.T) {
 	c, p := pair(t, Config{QueueSize: 1, WriteTimeout: 200 * time.Millisecond, CloseTimeout: time.Second, ReadLimit: 1 << 20})
 	p.Pause()
 	c.SetGreeting([]byte(`{}`)) // the peer's reader takes this one, then stops
-	done := run(c, func([]byte) health.Kind { return health.KindInvalid })
+	done := run(c, func([]byte) onebot.Kind { return onebot.KindInvalid })
 	big := bytes.Repeat([]byte("z"), 1<<20)
 	dropped := false
 	deadline := time.Now().Add(5 * time.Second)
 	for !dropped && time.Now().Before(deadline) {
-		dropped = !c.Send(big, health.KindAPIResponse)
+		dropped = !c.Send(big, onebot.KindAPIResponse)
 	}
 	if !dropped || testutil.ToFloat64(c.Stats().M.Dropped[health.DropQueueFull]) == 0 {
 		t.Fatal("a full queue did not drop")
@@ -135,7 +136,7 @@ func TestQueueFullAndWriteTimeout(t *testing.T) {
 			p.Close()
 			return
 		case <-tick.C:
-			c.Send(big, health.KindAPIResponse)
+			c.Send(big, onebot.KindAPIResponse)
 		case <-time.After(5 * time.Second):
 			t.Fatal("stuck write not detected")
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/internal/sim"
 )
 
@@ -292,7 +293,7 @@ func TestStreamingResponses(t *testing.T) {
 
 // Every wrong variable is named in one error.
 func TestBadConfigurationNamesEveryVariable(t *testing.T) {
-	_, err := loadConfig([]string{"OBMUX_API_TIMEOUT=soon", "OBMUX_QUEUE_SIZE=0", "OBMUX_TARGET_NB_URL=http://x",
+	_, err := config.Load([]string{"OBMUX_API_TIMEOUT=soon", "OBMUX_QUEUE_SIZE=0", "OBMUX_TARGET_NB_URL=http://x",
 		"OBMUX_LOG_LEVEL=loud", "OBMUX_SLOW_TARGET=wait", "OBMUX_PING_INTERVAL=-1s", "OBMUX_TARGET_X-Y_URL=ws://a",
 		"OBMUX_UPSTREAM_URL=napcat:3001", "OBMUX_FORWARD_API_HEARTBEAT=maybe", "OBMUX_SELF_ID=abc"})
 	if err == nil {
@@ -309,7 +310,7 @@ func TestBadConfigurationNamesEveryVariable(t *testing.T) {
 	}
 	// Misspelt names, two spellings of one target, an empty URL, a path a
 	// mux cannot serve, a busy-looping interval: each named once.
-	_, err = loadConfig([]string{"OBMUX_UPSTREAM_TOKN=x", "OBMUX_TARGET_Chat_URL=ws://a", "OBMUX_TARGET_CHAT_URL=ws://b",
+	_, err = config.Load([]string{"OBMUX_UPSTREAM_TOKN=x", "OBMUX_TARGET_Chat_URL=ws://a", "OBMUX_TARGET_CHAT_URL=ws://b",
 		"OBMUX_TARGET_E_URL=", "OBMUX_UPSTREAM_PATH=/a b", "OBMUX_HEARTBEAT_INTERVAL=5ns", "OBMUX_API_TIMEOUT=30"})
 	if err == nil {
 		t.Fatal("no error")
@@ -325,12 +326,12 @@ func TestBadConfigurationNamesEveryVariable(t *testing.T) {
 	}
 	// What Kubernetes and Docker links set for a Service named obmux is not
 	// a misspelt variable.
-	if _, err := loadConfig([]string{"OBMUX_SERVICE_HOST=10.0.0.1", "OBMUX_SERVICE_PORT=9108", "OBMUX_SERVICE_PORT_METRICS=9108",
+	if _, err := config.Load([]string{"OBMUX_SERVICE_HOST=10.0.0.1", "OBMUX_SERVICE_PORT=9108", "OBMUX_SERVICE_PORT_METRICS=9108",
 		"OBMUX_PORT=tcp://10.0.0.1:9108", "OBMUX_PORT_9108_TCP_ADDR=10.0.0.1"}); err != nil {
 		t.Errorf("service-link variables refused: %v", err)
 	}
 	// Tokens never appear in errors or logs.
-	_, err = loadConfig([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
+	_, err = config.Load([]string{"OBMUX_TARGET_A_TOKEN=hunter2"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("token leaked or no error: %v", err)
 	}

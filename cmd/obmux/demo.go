@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/internal/sim"
 )
 
@@ -50,7 +51,7 @@ func demo(ctx context.Context, environ []string, stdout, stderr io.Writer) error
 		env = append(env, "OBMUX_TARGET_"+strings.ToUpper(name)+"_URL="+t.URL)
 		wg.Go(func() { demoTarget(simCtx, name, t, say) })
 	}
-	cfg, err := loadConfig(append(env, environ...))
+	cfg, err := config.Load(append(env, environ...))
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/obmux/obmux/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -27,26 +28,13 @@ const deployDir = "../../deploy"
 // knownVarsOf returns every variable of config, as loadConfig knows them.
 func knownVarsOf(t *testing.T) map[string]bool {
 	t.Helper()
-	vars := knownVars()
+	vars := config.Known()
 	if len(vars) < 20 {
 		t.Fatalf("config has only %d env tags: %v", len(vars), vars)
 	}
 	return vars
 }
 
-// checkVarName reports what is wrong with an OBMUX_* name, or "".
-func checkVarName(known map[string]bool, name string) string {
-	if known[name] {
-		return ""
-	}
-	if m := targetVar.FindStringSubmatch(name); m != nil {
-		if !targetName.MatchString(m[1]) {
-			return "the target name may hold only letters, digits and _"
-		}
-		return ""
-	}
-	return "obmux reads no such variable (config in cmd/obmux/config.go, or OBMUX_TARGET_<NAME>_URL/_TOKEN)"
-}
 
 var obmuxVarUse = regexp.MustCompile(`^(OBMUX_[A-Za-z0-9_]*)`)
 
@@ -167,9 +155,9 @@ func maps(t *testing.T, v any) []map[string]any {
 }
 
 // defaults is obmux's configuration with nothing set.
-func defaults(t *testing.T) (cfg config, metricsPort, upstreamPort string) {
+func defaults(t *testing.T) (cfg config.Config, metricsPort, upstreamPort string) {
 	t.Helper()
-	cfg, err := loadConfig(nil)
+	cfg, err := config.Load(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,20 +169,20 @@ func defaults(t *testing.T) (cfg config, metricsPort, upstreamPort string) {
 // checkEnv checks the names of env (an obmux container's or service's
 // OBMUX_* variables), that obmux loads it, and that its listen addresses
 // keep the default ports.
-func checkEnv(t *testing.T, where string, env map[string]string) config {
+func checkEnv(t *testing.T, where string, env map[string]string) config.Config {
 	t.Helper()
-	known := knownVarsOf(t)
+	knownVarsOf(t)
 	var environ []string
 	for k, v := range env {
-		if !strings.HasPrefix(k, envPrefix) {
+		if !strings.HasPrefix(k, config.Prefix) {
 			continue
 		}
-		if why := checkVarName(known, k); why != "" {
+		if why := config.CheckName(k); why != "" {
 			t.Errorf("%s: %s: %s", where, k, why)
 		}
 		environ = append(environ, k+"="+v)
 	}
-	cfg, err := loadConfig(environ)
+	cfg, err := config.Load(environ)
 	if err != nil {
 		t.Fatalf("%s: obmux would not start: %v", where, err)
 	}
@@ -253,7 +241,7 @@ func napcatClient(t *testing.T, where string, b []byte) (u *url.URL, token strin
 
 // checkNapcatURL checks that NapCat's URL reaches obmux's upstream listener
 // on host.
-func checkNapcatURL(t *testing.T, where string, u *url.URL, host string, cfg config) {
+func checkNapcatURL(t *testing.T, where string, u *url.URL, host string, cfg config.Config) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(cfg.UpstreamListen)
 	if u.Scheme != "ws" || u.Hostname() != host || u.Port() != port || u.Path != cfg.UpstreamPath {
@@ -267,10 +255,10 @@ func TestDeployCompose(t *testing.T) {
 	if len(docs) != 1 {
 		t.Fatalf("%s: %d documents, want 1", path, len(docs))
 	}
-	known := knownVarsOf(t)
+	knownVarsOf(t)
 	uses := obmuxVars(docs[0])
 	for _, v := range uses {
-		if why := checkVarName(known, v); why != "" {
+		if why := config.CheckName(v); why != "" {
 			t.Errorf("%s: %s: %s", path, v, why)
 		}
 	}
@@ -394,7 +382,7 @@ func yamlString(v any) string {
 }
 
 func TestDeployKubernetes(t *testing.T) {
-	known := knownVarsOf(t)
+	knownVarsOf(t)
 	_, metricsPort, _ := defaults(t)
 	byKind := map[string][]map[string]any{}
 	uses := 0
@@ -402,7 +390,7 @@ func TestDeployKubernetes(t *testing.T) {
 		for _, doc := range decodeAll(t, path) {
 			for _, v := range obmuxVars(doc) {
 				uses++
-				if why := checkVarName(known, v); why != "" {
+				if why := config.CheckName(v); why != "" {
 					t.Errorf("%s: %s: %s", path, v, why)
 				}
 			}

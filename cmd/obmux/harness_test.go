@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/internal/sim"
 )
 
@@ -52,7 +53,7 @@ type instance struct {
 	cancel context.CancelFunc
 	done   chan error
 	log    *logBuffer
-	cfg    config
+	cfg    config.Config
 	once   sync.Once
 	took   time.Duration
 }
@@ -64,7 +65,7 @@ func start(t *testing.T, env ...string) *instance {
 	defaults := []string{"OBMUX_METRICS_LISTEN=127.0.0.1:0", "OBMUX_UPSTREAM_LISTEN=127.0.0.1:0",
 		"OBMUX_LOG_FORMAT=json", "OBMUX_LOG_LEVEL=debug", "OBMUX_RECONNECT_MIN=20ms", "OBMUX_RECONNECT_MAX=200ms",
 		"OBMUX_SHUTDOWN_TIMEOUT=5s"}
-	cfg, err := loadConfig(append(defaults, env...))
+	cfg, err := config.Load(append(defaults, env...))
 	if err != nil {
 		t.Fatal(err)
 	}

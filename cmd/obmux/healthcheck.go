@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/obmux/obmux/config"
 )
 
 var errUnhealthy = errors.New("not ready")
@@ -15,7 +17,7 @@ var errUnhealthy = errors.New("not ready")
 // healthcheck asks /readyz on OBMUX_METRICS_LISTEN and fails unless it
 // answers 200, so a distroless image can have a HEALTHCHECK without curl.
 func healthcheck(ctx context.Context, environ []string, stdout io.Writer) error {
-	cfg, err := loadConfig(environ)
+	cfg, err := config.Load(environ)
 	if err != nil {
 		return err
 	}

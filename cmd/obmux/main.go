@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/obmux/obmux/config"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -46,7 +48,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	var ce *configError
+	var ce *config.Error
 	var ue usageError
 	if errors.As(err, &ce) || errors.As(err, &ue) {
 		fmt.Fprintln(stderr, "obmux:", err)
@@ -73,7 +75,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 	switch cmd {
 	case "", "serve":
-		cfg, err := loadConfig(environ)
+		cfg, err := config.Load(environ)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/fanout"
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/proxy"
@@ -31,7 +32,7 @@ type listenAddrs struct{ Metrics, Upstream, Forward string }
 // serve runs the sidecar until ctx is done, then shuts down in order: stop
 // accepting, lifecycle disable and close 1001 to every target and client,
 // close the upstream, exit.
-func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) error {
+func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart started) error {
 	log := newLogger(cfg, stderr)
 	reg := prometheus.NewRegistry()
 	metrics := health.NewMetrics(reg, version)
@@ -67,7 +68,7 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return "", fmt.Errorf("%s%s=%s: cannot listen (is another program on that port? set %s%s to another address): %w",
-				envPrefix, variable, addr, envPrefix, variable, err)
+				config.Prefix, variable, addr, config.Prefix, variable, err)
 		}
 		lns = append(lns, ln)
 		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
@@ -76,14 +77,14 @@ func serve(ctx context.Context, cfg config, stderr io.Writer, onStart started) e
 	}
 	var addrs listenAddrs
 	var err error
-	health := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, health); err != nil {
+	healthHandler := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, healthHandler); err != nil {
 		return err
 	}
 	if cfg.UpstreamURL == "" {
 		mux := http.NewServeMux()
 		mux.Handle(cfg.UpstreamPath, up)
-		var wrongPath proxy.FailureLog
+		var wrongPath health.FailureLog
 		_, port, _ := net.SplitHostPort(cfg.UpstreamListen)
 		if cfg.UpstreamPath != "/" {
 			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +154,7 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
-func describeUpstream(cfg config, a listenAddrs) string {
+func describeUpstream(cfg config.Config, a listenAddrs) string {
 	if cfg.UpstreamURL != "" {
 		return "dial " + wsconn.RedactURL(cfg.UpstreamURL)
 	}
@@ -162,7 +163,7 @@ func describeUpstream(cfg config, a listenAddrs) string {
 
 // newLogger builds the logger: tint text on a terminal (auto) or when asked,
 // JSON otherwise.
-func newLogger(cfg config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	format := cfg.LogFormat

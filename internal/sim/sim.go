@@ -212,6 +212,3 @@ func (s *Server) Close() {
 		p.Close()
 	}
 }
-
-// ErrTimeout is returned by the Wait helpers when the deadline passes.
-var ErrTimeout = errors.New("timed out")

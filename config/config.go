@@ -1,4 +1,7 @@
-package main
+// Package config reads obmux's configuration from OBMUX_* environment
+// variables once, validates it whole (every problem reported in one Error)
+// and hands it down as typed values; nothing below cmd reads the environment.
+package config
 
 import (
 	"errors"
@@ -17,12 +20,12 @@ import (
 	"github.com/obmux/obmux/fanout"
 )
 
-// envPrefix starts every variable obmux reads.
-const envPrefix = "OBMUX_"
+// Prefix starts every variable obmux reads.
+const Prefix = "OBMUX_"
 
-// config is obmux's whole configuration, read once from the environment.
+// Config is obmux's whole configuration, read once from the environment.
 // The env tags are the variable names without OBMUX_.
-type config struct {
+type Config struct {
 	UpstreamURL     string        `env:"UPSTREAM_URL"`
 	UpstreamListen  string        `env:"UPSTREAM_LISTEN" envDefault:":8080"`
 	UpstreamPath    string        `env:"UPSTREAM_PATH" envDefault:"/onebot/v11/ws"`
@@ -58,10 +61,10 @@ type config struct {
 	Targets []fanout.TargetConfig `env:"-"`
 }
 
-// configError is every problem found in the configuration, reported at once.
-type configError struct{ problems []string }
+// Error is every problem found in the configuration, reported at once.
+type Error struct{ problems []string }
 
-func (e *configError) Error() string {
+func (e *Error) Error() string {
 	return "invalid configuration:\n  " + strings.Join(e.problems, "\n  ")
 }
 
@@ -72,22 +75,22 @@ var targetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 // links put into the environment: not ours, not an error.
 var serviceLink = regexp.MustCompile(`^OBMUX_(SERVICE_HOST|SERVICE_PORT(_.*)?|PORT(_.*)?)$`)
 
-// loadConfig reads and validates the configuration from environ
-// ("KEY=value" strings). Every problem is named in one *configError.
-func loadConfig(environ []string) (config, error) {
+// Load reads and validates the configuration from environ
+// ("KEY=value" strings). Every problem is named in one *Error.
+func Load(environ []string) (Config, error) {
 	vars := map[string]string{}
 	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, Prefix) {
 			vars[k] = v
 		}
 	}
-	var cfg config
+	var cfg Config
 	var problems []string
-	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
+	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: Prefix, Environment: vars}); err != nil {
 		problems = append(problems, parseProblems(err, vars)...)
 	}
 
-	known := knownVars()
+	known := Known()
 	targets := map[string]*fanout.TargetConfig{}
 	urlSet := map[string]bool{}
 	keys := make([]string, 0, len(vars))
@@ -101,7 +104,7 @@ func loadConfig(environ []string) (config, error) {
 		m := targetVar.FindStringSubmatch(k)
 		if m == nil {
 			if !known[k] && !serviceLink.MatchString(k) {
-				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_URL and _TOKEN)", k, envPrefix))
+				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_URL and _TOKEN)", k, Prefix))
 			}
 			continue
 		}
@@ -146,11 +149,11 @@ func loadConfig(environ []string) (config, error) {
 	unparsed := len(problems) // problems so far: from parsing
 	bad := func(name string, value any, why string) {
 		for _, p := range problems[:unparsed] {
-			if strings.HasPrefix(p, envPrefix+name+"=") {
+			if strings.HasPrefix(p, Prefix+name+"=") {
 				return // its value could not be read: one problem is enough
 			}
 		}
-		problems = append(problems, fmt.Sprintf("%s%s=%v: %s", envPrefix, name, value, why))
+		problems = append(problems, fmt.Sprintf("%s%s=%v: %s", Prefix, name, value, why))
 	}
 	if cfg.UpstreamURL != "" {
 		if p := checkWSURL(cfg.UpstreamURL); p != "" {
@@ -233,7 +236,7 @@ func loadConfig(environ []string) (config, error) {
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return cfg, &configError{problems}
+		return cfg, &Error{problems}
 	}
 	return cfg, nil
 }
@@ -249,7 +252,7 @@ func parseProblems(err error, vars map[string]string) []string {
 	for _, e := range errs {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			name := envPrefix + fieldTag(pe.Name)
+			name := Prefix + fieldTag(pe.Name)
 			why := pe.Err.Error()
 			switch pe.Type.Kind() {
 			case reflect.Int, reflect.Int64:
@@ -269,13 +272,28 @@ func parseProblems(err error, vars map[string]string) []string {
 	return out
 }
 
-// knownVars returns the names of every variable of config.
-func knownVars() map[string]bool {
+// CheckName reports what is wrong with the name of an OBMUX_* variable, or
+// "" when obmux reads it.
+func CheckName(name string) string {
+	if Known()[name] {
+		return ""
+	}
+	if m := targetVar.FindStringSubmatch(name); m != nil {
+		if !targetName.MatchString(m[1]) {
+			return "the target name may hold only letters, digits and _"
+		}
+		return ""
+	}
+	return "obmux reads no such variable (see config/config.go, or OBMUX_TARGET_<NAME>_URL/_TOKEN)"
+}
+
+// Known returns the names of every variable of config.
+func Known() map[string]bool {
 	known := map[string]bool{}
-	ct := reflect.TypeOf(config{})
+	ct := reflect.TypeOf(Config{})
 	for i := range ct.NumField() {
 		if tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ","); tag != "" {
-			known[envPrefix+tag] = true
+			known[Prefix+tag] = true
 		}
 	}
 	return known
@@ -283,7 +301,7 @@ func knownVars() map[string]bool {
 
 // fieldTag returns the env tag of config's field named field.
 func fieldTag(field string) string {
-	f, ok := reflect.TypeOf(config{}).FieldByName(field)
+	f, ok := reflect.TypeOf(Config{}).FieldByName(field)
 	if !ok {
 		return field
 	}

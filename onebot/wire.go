@@ -1,4 +1,4 @@
-package proxy
+package onebot
 
 import (
 	"bytes"
@@ -19,7 +19,6 @@ func (s Span) Valid() bool { return s.End > s.Start }
 type Frame struct {
 	PostType      Span // raw JSON value of "post_type"
 	MetaEventType Span // raw JSON value of "meta_event_type"
-	SubType       Span // raw JSON value of "sub_type"
 	SelfID        Span // raw JSON value of "self_id"
 	Action        Span // raw JSON value of "action"
 	Echo          Span // raw JSON value of "echo"
@@ -127,8 +126,6 @@ func (f *Frame) member(key []byte) *Span {
 		return &f.PostType
 	case "meta_event_type":
 		return &f.MetaEventType
-	case "sub_type":
-		return &f.SubType
 	case "self_id":
 		return &f.SelfID
 	case "action":
@@ -265,7 +262,7 @@ func skipContainer(b []byte, i, depth int) (int, error) {
 }
 
 // raw returns the bytes of s in b.
-func raw(b []byte, s Span) []byte {
+func Raw(b []byte, s Span) []byte {
 	if !s.Valid() {
 		return nil
 	}
@@ -274,14 +271,14 @@ func raw(b []byte, s Span) []byte {
 
 // Is reports whether span s of b is the JSON string lit (no escapes).
 func Is(b []byte, s Span, lit string) bool {
-	r := raw(b, s)
+	r := Raw(b, s)
 	return len(r) == len(lit)+2 && r[0] == '"' && string(r[1:len(r)-1]) == lit
 }
 
 // Int parses span s of b as a JSON integer, or a string holding one (some
 // implementations quote QQ numbers).
 func Int(b []byte, s Span) (int64, bool) {
-	r := raw(b, s)
+	r := Raw(b, s)
 	if len(r) >= 2 && r[0] == '"' {
 		r = r[1 : len(r)-1]
 	}

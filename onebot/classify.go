@@ -1,33 +1,31 @@
-package proxy
-
-import "github.com/obmux/obmux/health"
+package onebot
 
 // Classify scans b and says what kind of OneBot frame it is: an event (with
 // heartbeat and lifecycle meta events told apart), an API request (it has
 // "action") or an API response (it has "echo", "retcode" or "status" and no
 // "post_type"). Anything else, and anything Scan rejects, is KindInvalid.
-func Classify(b []byte) (Frame, health.Kind, error) {
+func Classify(b []byte) (Frame, Kind, error) {
 	f, err := Scan(b)
 	if err != nil {
-		return f, health.KindInvalid, err
+		return f, KindInvalid, err
 	}
 	switch {
 	case f.PostType.Valid():
 		if Is(b, f.PostType, "meta_event") {
 			switch {
 			case Is(b, f.MetaEventType, "heartbeat"):
-				return f, health.KindHeartbeat, nil
+				return f, KindHeartbeat, nil
 			case Is(b, f.MetaEventType, "lifecycle"):
-				return f, health.KindLifecycle, nil
+				return f, KindLifecycle, nil
 			}
 		}
-		return f, health.KindEvent, nil
+		return f, KindEvent, nil
 	case f.Action.Valid():
-		return f, health.KindAPIRequest, nil
+		return f, KindAPIRequest, nil
 	case f.Echo.Valid() || f.Retcode.Valid() || f.Status.Valid():
-		return f, health.KindAPIResponse, nil
+		return f, KindAPIResponse, nil
 	}
-	return f, health.KindInvalid, errNoKind
+	return f, KindInvalid, errNoKind
 }
 
 var errNoKind = errorString("neither an event (post_type), an API request (action) nor a response (echo)")

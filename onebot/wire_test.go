@@ -1,4 +1,4 @@
-package proxy
+package onebot
 
 import (
 	"bytes"
@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/obmux/obmux/health"
 )
 
 func samples(t testing.TB) map[string][]byte {
@@ -30,18 +28,18 @@ func samples(t testing.TB) map[string][]byte {
 }
 
 func TestClassifySamples(t *testing.T) {
-	want := map[string]health.Kind{
-		"events_meta_heartbeat.json":                  health.KindHeartbeat,
-		"events_meta_lifecycle_connect.json":          health.KindLifecycle,
-		"api_request_no_echo.json":                    health.KindAPIRequest,
-		"api_request_send_group_msg.json":             health.KindAPIRequest,
-		"api_response_ok.json":                        health.KindAPIResponse,
-		"api_response_stream_2.json":                  health.KindAPIResponse,
-		"events_group_message_mixed.json":             health.KindEvent,
-		"events_notice_poke.json":                     health.KindEvent,
-		"api_response_failed_1404.json":               health.KindAPIResponse,
-		"events_group_message_text.json":              health.KindEvent,
-		"api_request_get_login_info_object_echo.json": health.KindAPIRequest,
+	want := map[string]Kind{
+		"events_meta_heartbeat.json":                  KindHeartbeat,
+		"events_meta_lifecycle_connect.json":          KindLifecycle,
+		"api_request_no_echo.json":                    KindAPIRequest,
+		"api_request_send_group_msg.json":             KindAPIRequest,
+		"api_response_ok.json":                        KindAPIResponse,
+		"api_response_stream_2.json":                  KindAPIResponse,
+		"events_group_message_mixed.json":             KindEvent,
+		"events_notice_poke.json":                     KindEvent,
+		"api_response_failed_1404.json":               KindAPIResponse,
+		"events_group_message_text.json":              KindEvent,
+		"api_request_get_login_info_object_echo.json": KindAPIRequest,
 	}
 	s := samples(t)
 	for name, kind := range want {
@@ -144,14 +142,14 @@ func FuzzEchoRoundTrip(f *testing.F) {
 		if err != nil {
 			return
 		}
-		orig := raw(b, fr.Echo)
+		orig := Raw(b, fr.Echo)
 		ours := []byte(`"obmux:42"`)
 		sent := SetEcho(b, fr, ours)
 		fs, err := Scan(sent)
 		if err != nil {
 			t.Fatalf("rewritten frame does not scan: %v\n%q", err, sent)
 		}
-		if id, ok := parseEcho(raw(sent, fs.Echo)); !ok || id != 42 {
+		if !bytes.Equal(Raw(sent, fs.Echo), ours) {
 			t.Fatalf("our echo not found in %q", sent)
 		}
 		back := SetEcho(sent, fs, orig)
@@ -159,8 +157,8 @@ func FuzzEchoRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatalf("restored frame does not scan: %v", err)
 		}
-		if !bytes.Equal(raw(back, fb.Echo), orig) {
-			t.Fatalf("echo %q came back as %q", orig, raw(back, fb.Echo))
+		if !bytes.Equal(Raw(back, fb.Echo), orig) {
+			t.Fatalf("echo %q came back as %q", orig, Raw(back, fb.Echo))
 		}
 		if json.Valid(b) && !json.Valid(back) {
 			t.Fatalf("valid frame became invalid: %q -> %q", b, back)
@@ -181,7 +179,7 @@ func BenchmarkClassify(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(frame)))
 			for b.Loop() {
-				if _, k, err := Classify(frame); err != nil || k != health.KindEvent {
+				if _, k, err := Classify(frame); err != nil || k != KindEvent {
 					b.Fatal(k, err)
 				}
 			}
@@ -196,6 +194,6 @@ func BenchmarkEchoRewrite(b *testing.B) {
 		f, _ := Scan(req)
 		out := SetEcho(req, f, []byte(`"obmux:123456"`))
 		f2, _ := Scan(out)
-		SetEcho(out, f2, raw(req, f.Echo))
+		SetEcho(out, f2, Raw(req, f.Echo))
 	}
 }

@@ -1,4 +1,4 @@
-package health
+package onebot
 
 import (
 	"strconv"
@@ -9,7 +9,6 @@ import (
 const (
 	LifecycleConnect = "connect"
 	LifecycleDisable = "disable"
-	LifecycleEnable  = "enable"
 )
 
 // Lifecycle returns a OneBot v11 lifecycle meta event for selfID.

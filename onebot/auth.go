@@ -1,4 +1,4 @@
-package proxy
+package onebot
 
 import (
 	"crypto/subtle"

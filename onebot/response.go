@@ -1,0 +1,29 @@
+package onebot
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// OneBot retcodes obmux answers with on its own.
+const (
+	RetcodeBadRequest      = 1400
+	RetcodeUpstreamDown    = 1502
+	RetcodeUpstreamTimeout = 1504
+)
+
+// Failure returns a OneBot failure response with retcode and message, and
+// echo (raw JSON) if not nil.
+func Failure(retcode int, msg string, echo []byte) []byte {
+	b := make([]byte, 0, 96+len(msg)+len(echo))
+	b = append(b, `{"status":"failed","retcode":`...)
+	b = strconv.AppendInt(b, int64(retcode), 10)
+	b = append(b, `,"data":null,"message":`...)
+	q, _ := json.Marshal(msg)
+	b = append(b, q...)
+	if echo != nil {
+		b = append(b, `,"echo":`...)
+		b = append(b, echo...)
+	}
+	return append(b, '}')
+}
