@@ -18,6 +18,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/obmux/obmux/fanout"
+	"github.com/obmux/obmux/policy"
 )
 
 // Prefix starts every variable obmux reads.
@@ -57,8 +58,12 @@ type Config struct {
 	ReplayBytes  int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
 	ReplayMaxAge time.Duration `env:"REPLAY_MAX_AGE" envDefault:"5m"`
 
-	// Targets come from OBMUX_TARGET_<NAME>_URL and _TOKEN, sorted by name.
+	// Targets come from OBMUX_TARGET_<NAME>_<SUFFIX> (URL, TOKEN and the
+	// rows of policy.Vars), sorted by name.
 	Targets []fanout.TargetConfig `env:"-"`
+	// Forward is the policy of every forward-WS client, from
+	// OBMUX_FORWARD_<SUFFIX> (the rows of policy.Vars that apply to them).
+	Forward policy.Policy `env:"-"`
 }
 
 // Error is every problem found in the configuration, reported at once.
@@ -68,7 +73,16 @@ func (e *Error) Error() string {
 	return "invalid configuration:\n  " + strings.Join(e.problems, "\n  ")
 }
 
-var targetVar = regexp.MustCompile(`^OBMUX_TARGET_(.+)_(URL|TOKEN)$`)
+// targetSuffixes are what may follow OBMUX_TARGET_<NAME>_: the target's own
+// URL and TOKEN, then its policy's variables.
+var targetSuffixes = append([]string{"URL", "TOKEN"}, policy.Suffixes(false)...)
+
+// targetVar splits OBMUX_TARGET_<NAME>_<SUFFIX>; the shortest name wins, so
+// that a suffix holding _ (GROUPS_DENY) is never read as part of the name.
+var targetVar = regexp.MustCompile(`^OBMUX_TARGET_(.+?)_(` + strings.Join(targetSuffixes, "|") + `)$`)
+
+// forwardVar matches the policy variables of forward-WS clients.
+var forwardVar = regexp.MustCompile(`^OBMUX_FORWARD_(` + strings.Join(policy.Suffixes(true), "|") + `)$`)
 var targetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 
 // serviceLink matches what Kubernetes (a Service named obmux) and Docker
@@ -99,12 +113,21 @@ func Load(environ []string) (Config, error) {
 	}
 	sort.Strings(keys) // stable messages
 	spelling := map[string]bool{}
+	setBy := map[string]string{} // the first variable of each target, for hints
 	for _, k := range keys {
 		v := vars[k]
+		if m := forwardVar.FindStringSubmatch(k); m != nil {
+			row, _ := policy.Lookup(m[1])
+			if err := row.Set(&cfg.Forward, v); err != nil {
+				problems = append(problems, policy.Problem(k, v, err))
+			}
+			continue
+		}
 		m := targetVar.FindStringSubmatch(k)
 		if m == nil {
 			if !known[k] && !serviceLink.MatchString(k) {
-				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_URL and _TOKEN)", k, Prefix))
+				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_ and one of %s)",
+					k, Prefix, strings.Join(targetSuffixes, ", ")))
 			}
 			continue
 		}
@@ -122,10 +145,19 @@ func Load(environ []string) (Config, error) {
 			spelling[name] = true
 			continue
 		}
-		if m[2] == "URL" {
+		switch m[2] {
+		case "URL":
 			t.URL, urlSet[name] = v, true
-		} else {
+		case "TOKEN":
 			t.Token = v
+		default:
+			row, _ := policy.Lookup(m[2])
+			if err := row.Set(&t.Policy, v); err != nil {
+				problems = append(problems, policy.Problem(k, v, err))
+			}
+		}
+		if setBy[name] == "" {
+			setBy[name] = k
 		}
 	}
 	for _, t := range targets {
@@ -136,7 +168,7 @@ func Load(environ []string) (Config, error) {
 			problems = append(problems, fmt.Sprintf("%s_URL: empty: set the framework's reverse-WS URL, such as ws://nonebot:8080/onebot/v11/ws", t.EnvPrefix))
 			continue
 		case t.URL == "":
-			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s_TOKEN is", t.EnvPrefix, t.EnvPrefix))
+			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s is", t.EnvPrefix, setBy[t.Name]))
 			continue
 		}
 		if p := checkWSURL(t.URL); p != "" {
@@ -284,12 +316,16 @@ func CheckName(name string) string {
 		}
 		return ""
 	}
-	return "obmux reads no such variable (see config/config.go, or OBMUX_TARGET_<NAME>_URL/_TOKEN)"
+	return "obmux reads no such variable (see config/config.go, or OBMUX_TARGET_<NAME>_ and one of " + strings.Join(targetSuffixes, ", ") + ")"
 }
 
-// Known returns the names of every variable of config.
+// Known returns the names of every variable of config but the targets'
+// (OBMUX_TARGET_<NAME>_*): the fields of Config and OBMUX_FORWARD_<SUFFIX>.
 func Known() map[string]bool {
 	known := map[string]bool{}
+	for _, s := range policy.Suffixes(true) {
+		known[Prefix+"FORWARD_"+s] = true
+	}
 	ct := reflect.TypeOf(Config{})
 	for i := range ct.NumField() {
 		if tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ","); tag != "" {

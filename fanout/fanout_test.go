@@ -60,7 +60,7 @@ func newTestHub(tb testing.TB, n int) (*Hub, func()) {
 		}
 		conns = append(conns, ws)
 		st := mon.Track(health.RoleTarget, fmt.Sprint("t", i))
-		h.attach(wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1}), st, 0)
+		h.attach(wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1}), st, 0, nil)
 	}
 	return h, func() {
 		for _, ws := range conns {
@@ -104,7 +104,7 @@ func TestReplayCutShortIsNotSkipped(t *testing.T) {
 	defer stop()
 	conn := testConn(t)
 	st := h.mon.Track(health.RoleTarget, "a")
-	first := h.attach(conn(st), st, 0)
+	first := h.attach(conn(st), st, 0, nil)
 	for range 5 {
 		h.Event([]byte(`{}`))
 	}
@@ -113,17 +113,17 @@ func TestReplayCutShortIsNotSkipped(t *testing.T) {
 	if resume != 3 {
 		t.Fatalf("resume after writing 1..2: %d, want 3", resume)
 	}
-	second := h.attach(conn(st), st, resume)
+	second := h.attach(conn(st), st, resume, nil)
 	if got := h.detach(second); got != resume {
 		t.Fatalf("a reconnect that wrote nothing resumes from %d, want %d (events 3..5 would be lost)", got, resume)
 	}
-	third := h.attach(conn(st), st, resume)
+	third := h.attach(conn(st), st, resume, nil)
 	if third.next != resume {
 		t.Fatalf("replay starts at %d, want %d", third.next, resume)
 	}
 	h.detach(third)
 	stb := h.mon.Track(health.RoleTarget, "b")
-	fresh := h.attach(conn(stb), stb, 0)
+	fresh := h.attach(conn(stb), stb, 0, nil)
 	if got := h.detach(fresh); got != 6 {
 		t.Fatalf("a first connection that wrote nothing resumes from %d, want 6 (no replay of events before it came)", got)
 	}
@@ -159,7 +159,7 @@ func TestQueueBytesBound(t *testing.T) {
 		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1000, Slow: policy, ReplaySize: 1024, ReplayBytes: 1 << 20,
 			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, 16, log), mon, log)
 		st := mon.Track(health.RoleTarget, "a")
-		c := h.attach(conn(st), st, 0)
+		c := h.attach(conn(st), st, 0, nil)
 		h.Event(make([]byte, 5000)) // alone over the bound
 		if _, ok := h.cursors[c]; !ok {
 			t.Fatalf("%s: one event over QUEUE_BYTES cut the peer off", policy)
@@ -189,14 +189,14 @@ func TestReplayStaysWithinTheAccount(t *testing.T) {
 	defer stop()
 	conn := testConn(t)
 	st := h.mon.Track(health.RoleTarget, "a")
-	c := h.attach(conn(st), st, 0)
+	c := h.attach(conn(st), st, 0, nil)
 	h.Event([]byte(`{"n":1}`))
 	c.Wrote(1)
 	resume := h.detach(c)
 	h.Event([]byte(`{"n":2}`)) // old account, missed
 	h.SelfIDChanged(20002)
 	h.Event([]byte(`{"n":3}`)) // new account, missed
-	c = h.attach(conn(st), st, resume)
+	c = h.attach(conn(st), st, resume, nil)
 	got := c.Pull(make([]wsconn.Item, 0, 8))
 	if len(got) != 1 || string(got[0].Frame) != `{"n":3}` {
 		t.Fatalf("replayed %d events, want only the new account's event 3", len(got))
@@ -216,14 +216,14 @@ func TestReplayBytesBound(t *testing.T) {
 		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1 << 20, Slow: SlowDisconnect, ReplaySize: 1024, ReplayBytes: c.replayBytes,
 			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, 16, log), mon, log)
 		st := mon.Track(health.RoleTarget, "a")
-		cur := h.attach(conn(st), st, 0)
+		cur := h.attach(conn(st), st, 0, nil)
 		h.Event(make([]byte, 1000))
 		cur.Wrote(1)
 		resume := h.detach(cur)
 		for range 5 {
 			h.Event(make([]byte, 1000))
 		}
-		cur = h.attach(conn(st), st, resume)
+		cur = h.attach(conn(st), st, resume, nil)
 		if got := len(cur.Pull(make([]wsconn.Item, 0, 8))); got != c.want {
 			t.Errorf("REPLAY_BYTES=%d: replayed %d of 5 events of 1000 bytes, want %d", c.replayBytes, got, c.want)
 		}

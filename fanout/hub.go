@@ -12,6 +12,7 @@ import (
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/onebot"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
@@ -175,7 +176,7 @@ func (c *cursor) Wrote(seq uint64) { c.written.Store(seq + 1) }
 
 // attach adds a cursor for conn. resume is the seq after the last event
 // written to this peer on an earlier connection (0: none, no replay).
-func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor {
+func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *policy.Policy) *cursor {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.ring
@@ -183,12 +184,16 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64) *cursor
 	if resume != 0 && resume < h.accountFrom {
 		resume = h.accountFrom // the events before belong to the old account
 	}
-	if resume != 0 && resume < r.next {
+	maxAge := h.cfg.ReplayMaxAge
+	if pol != nil && pol.ReplayMaxAge != nil {
+		maxAge = *pol.ReplayMaxAge // 0: this peer is never replayed, by choice
+	}
+	if resume != 0 && resume < r.next && maxAge > 0 {
 		from, lost := resume, uint64(0)
 		if from < r.first {
 			lost, from = r.first-from, r.first
 		}
-		oldest := time.Now().Add(-h.cfg.ReplayMaxAge).UnixNano()
+		oldest := time.Now().Add(-maxAge).UnixNano()
 		for from < r.next && r.get(from).at < oldest {
 			from++
 			lost++
@@ -236,8 +241,9 @@ func (h *Hub) detach(c *cursor) uint64 {
 type peer struct {
 	hub    *Hub
 	conn   *wsconn.Conn
-	api    bool  // may call the API
-	selfID int64 // the self_id the peer was greeted with
+	api    bool           // may call the API
+	selfID int64          // the self_id the peer was greeted with
+	policy *policy.Policy // what it gets and may do; never nil
 }
 
 func (p *peer) Deliver(b []byte)      { p.conn.Send(b, onebot.KindAPIResponse) }
@@ -271,6 +277,7 @@ type serveOpts struct {
 	events, api, heartbeat bool
 	selfID                 int64
 	resume                 uint64
+	policy                 *policy.Policy // nil: the zero Policy
 }
 
 // serve runs one peer connection until it ends and returns why it ended and
@@ -278,7 +285,10 @@ type serveOpts struct {
 // closing.
 func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *health.Stats, o serveOpts) (health.Reason, error, uint64) {
 	conn := wsconn.New(ws, raw, st, h.log.With("role", st.Role, "name", st.Name), h.cfg.Conn)
-	p := &peer{hub: h, conn: conn, api: o.api, selfID: o.selfID}
+	if o.policy == nil {
+		o.policy = &policy.Policy{}
+	}
+	p := &peer{hub: h, conn: conn, api: o.api, selfID: o.selfID, policy: o.policy}
 	conn.SetGreeting(onebot.Lifecycle(time.Now(), o.selfID, onebot.LifecycleConnect))
 	if o.heartbeat && h.cfg.HeartbeatInterval > 0 {
 		conn.SetHeartbeat(h.cfg.HeartbeatInterval, func() []byte {
@@ -303,7 +313,7 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 
 	var c *cursor
 	if o.events {
-		c = h.attach(conn, st, o.resume)
+		c = h.attach(conn, st, o.resume, o.policy)
 		conn.SetSource(c)
 	}
 	reason, err := conn.Run(ctx, p.handle)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/onebot"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -19,6 +20,8 @@ type ServerConfig struct {
 	Token string
 	// APIHeartbeat sends heartbeats on /api too (most implementations don't).
 	APIHeartbeat bool
+	// Policy is what every client gets and may do.
+	Policy policy.Policy
 }
 
 // Server is obmux's forward-WS server: it serves clients as a correct OneBot
@@ -62,7 +65,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the upstream has not connected yet (self_id unknown)", http.StatusServiceUnavailable)
 		return
 	}
-	o.selfID = st.SelfID
+	o.selfID, o.policy = st.SelfID, &s.cfg.Policy
 	ws, raw, err := wsconn.Accept(w, r)
 	if err != nil {
 		return

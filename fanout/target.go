@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -23,6 +24,8 @@ type TargetConfig struct {
 	Token string
 	// EnvPrefix is the target's variable prefix, for hints (OBMUX_TARGET_X).
 	EnvPrefix string
+	// Policy is what the target gets and may do.
+	Policy policy.Policy
 }
 
 // Target dials one framework's reverse-WS server, keeps it connected, and
@@ -70,7 +73,8 @@ func (t *Target) Run(ctx context.Context) {
 		t.dialLog.Reset()
 		t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
 
-		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume})
+		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume,
+			policy: &t.cfg.Policy})
 		t.resume = resume
 		level := slog.LevelWarn
 		if reason == health.ReasonShutdown {

@@ -35,7 +35,6 @@ func knownVarsOf(t *testing.T) map[string]bool {
 	return vars
 }
 
-
 var obmuxVarUse = regexp.MustCompile(`^(OBMUX_[A-Za-z0-9_]*)`)
 
 // obmuxVars walks a decoded YAML document and returns every OBMUX_* name

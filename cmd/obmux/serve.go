@@ -100,7 +100,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 		}
 	}
 	if cfg.ForwardListen != "" {
-		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat})
+		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward})
 		if addrs.Forward, err = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd); err != nil {
 			closeAll(lns)
 			return err

@@ -1,0 +1,45 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Per-bot variables: a suffix with _ is not read as part of the name, the
+// forward clients have theirs, and every problem is named at once.
+func TestPolicyVariables(t *testing.T) {
+	cfg, err := Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_REPLAY_MAX_AGE=10s",
+		"OBMUX_TARGET_MY_REPLAY_URL=ws://b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Targets) != 2 || cfg.Targets[0].Name != "a" || cfg.Targets[1].Name != "my_replay" {
+		t.Fatalf("targets %+v", cfg.Targets)
+	}
+	if d := cfg.Targets[0].Policy.ReplayMaxAge; d == nil || *d != 10*time.Second {
+		t.Errorf("REPLAY_MAX_AGE not read: %v", d)
+	}
+	if d := cfg.Targets[1].Policy.ReplayMaxAge; d != nil {
+		t.Errorf("a target without REPLAY_MAX_AGE got %v (want the global default)", *d)
+	}
+
+	_, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_REPLAY_MAX_AGE=soon",
+		"OBMUX_TARGET_B_REPLAY_MAX_AGE=1s", "OBMUX_FORWARD_REPLAY_MAX_AGE=1s", "OBMUX_TARGET_C_URL=ws://c", "OBMUX_TARGET_C_REPLAY_MAXAGE=1s"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`OBMUX_TARGET_A_REPLAY_MAX_AGE="soon": not a duration`,
+		"OBMUX_TARGET_B_URL: not set, but OBMUX_TARGET_B_REPLAY_MAX_AGE is",
+		"OBMUX_FORWARD_REPLAY_MAX_AGE: not an obmux variable",
+		"OBMUX_TARGET_C_REPLAY_MAXAGE: not an obmux variable",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+	if why := CheckName("OBMUX_TARGET_X_REPLAY_MAX_AGE"); why != "" {
+		t.Errorf("CheckName refuses a policy variable: %s", why)
+	}
+}
