@@ -19,6 +19,7 @@ import (
 
 	"github.com/obmux/obmux/fanout"
 	"github.com/obmux/obmux/policy"
+	"github.com/obmux/obmux/wsconn"
 )
 
 // Prefix starts every variable obmux reads.
@@ -49,6 +50,9 @@ type Config struct {
 	ReconnectMax      time.Duration `env:"RECONNECT_MAX" envDefault:"30s"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	MetricsListen     string        `env:"METRICS_LISTEN" envDefault:":9108"`
+
+	NotifyURL   string        `env:"NOTIFY_URL"`
+	NotifyAfter time.Duration `env:"NOTIFY_AFTER" envDefault:"1m"`
 
 	ForwardListen       string `env:"FORWARD_LISTEN"`
 	ForwardToken        string `env:"FORWARD_TOKEN"`
@@ -207,6 +211,14 @@ func Load(environ []string) (Config, error) {
 			bad("FORWARD_LISTEN", cfg.ForwardListen, p)
 		}
 	}
+	if cfg.NotifyURL != "" {
+		if p := checkHTTPURL(cfg.NotifyURL); p != "" {
+			bad("NOTIFY_URL", strconv.Quote(wsconn.RedactURL(cfg.NotifyURL)), p)
+		}
+	}
+	if cfg.NotifyAfter < 0 {
+		bad("NOTIFY_AFTER", cfg.NotifyAfter, "must be 0 (at once) or a positive duration such as 30s or 5m")
+	}
 	if cfg.SelfID < 0 {
 		bad("SELF_ID", cfg.SelfID, "must be a QQ number (positive)")
 	}
@@ -352,6 +364,20 @@ func checkWSURL(s string) string {
 	}
 	if u.Scheme != "ws" && u.Scheme != "wss" {
 		return "must be a ws:// or wss:// URL"
+	}
+	if u.Host == "" {
+		return "has no host"
+	}
+	return ""
+}
+
+func checkHTTPURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "not a URL: " + wsconn.RedactText(err.Error())
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "must be an http:// or https:// URL"
 	}
 	if u.Host == "" {
 		return "has no host"

@@ -55,6 +55,10 @@ type Stats struct {
 	since     time.Time
 	lastErr   string
 	rtt       time.Duration
+	// lastDown is why the connection last ended, for the status page;
+	// downs counts the ends.
+	lastDown Reason
+	downs    int
 }
 
 // Up records that the connection is established.
@@ -81,6 +85,7 @@ func (s *Stats) Down(reason Reason, err error) {
 		return
 	}
 	s.connected, s.since = false, time.Now()
+	s.lastDown, s.downs = reason, s.downs+1
 	s.M.Up.Dec()
 	s.M.Disconnects[reason].Inc()
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,9 @@ type UpstreamConfig struct {
 	UserAgent string
 	Conn      wsconn.Config
 	Backoff   health.Backoff
+	// Account, if not nil, is told what the upstream reports about the QQ
+	// account (heartbeat status, bot_offline, lifecycle disable/enable).
+	Account *health.Account
 }
 
 // State is what obmux knows about the upstream right now.
@@ -86,6 +90,9 @@ func NewUpstream(cfg UpstreamConfig, router *Router, sink Sink, mon *health.Moni
 		changed: make(chan struct{})}
 	u.state.SelfID = cfg.SelfID
 	u.state.Status = onebot.Status{Good: true}
+	if cfg.SelfID != 0 {
+		cfg.Account.SetSelfID(cfg.SelfID)
+	}
 	return u
 }
 
@@ -231,6 +238,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.conn, u.done = c, done
 	u.learning.Store(true)
 	u.update(func(s *State) { s.Online = true })
+	u.cfg.Account.Connected(true)
 	u.router.setSend(func(b []byte) error {
 		if !c.Send(b, onebot.KindAPIRequest) {
 			return errors.New("upstream queue full or connection closing")
@@ -242,8 +250,9 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 		u.learnSelfID(declared, "X-Self-ID")
 	}
 	u.log.Info("upstream connected")
-	if u.learning.Load() {
+	if u.learning.Load() || u.cfg.Account != nil {
 		// Ask; whichever comes first, this answer or a frame's self_id, wins.
+		// The answer also has the nickname, for the status page.
 		u.router.Request(loginInfo{u}, []byte(`{"action":"get_login_info","params":{}}`), mustScan(`{"action":"get_login_info","params":{}}`))
 	}
 	reason, err := c.Run(ctx, u.handle)
@@ -252,6 +261,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	if current {
 		u.conn = nil
 		u.update(func(s *State) { s.Online = false })
+		u.cfg.Account.Connected(false)
 		// Under u.mu, so that a replacing connection's setSend comes after.
 		u.router.setSend(nil)
 	}
@@ -310,11 +320,16 @@ func (u *Upstream) handle(b []byte) onebot.Kind {
 	switch kind {
 	case onebot.KindEvent:
 		u.lastEvent.SetToCurrentTime()
+		if onebot.Is(b, f.PostType, "notice") {
+			u.notice(b)
+		}
 		u.sink.Event(b)
 	case onebot.KindHeartbeat:
 		u.heartbeat(b, f)
 	case onebot.KindLifecycle:
-		// Consumed: every downstream connection gets its own.
+		// Consumed: every downstream connection gets its own. Its sub_type
+		// says whether the implementation still serves the account.
+		u.lifecycle(b)
 	case onebot.KindAPIResponse:
 		if !u.router.Response(b, f) {
 			u.stats.M.Dropped[health.DropTargetGone].Inc()
@@ -358,6 +373,76 @@ func (u *Upstream) heartbeat(b []byte, f onebot.Frame) {
 	u.mu.Lock()
 	u.update(func(s *State) { s.Status = onebot.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
 	u.mu.Unlock()
+	u.cfg.Account.Heartbeat(st.Online, st.Good)
+}
+
+// notice watches the upstream's notices for the account going offline:
+// NapCat's notice_type "bot_offline", Lagrange's "notify" with sub_type
+// "bot_offline". The notice still goes to every peer.
+func (u *Upstream) notice(b []byte) {
+	if u.cfg.Account == nil {
+		return
+	}
+	var noticeType, subType, tag, message string
+	onebot.Members(b, func(key []byte, _, val onebot.Span) error {
+		switch string(key) {
+		case "notice_type":
+			noticeType = jsonString(b[val.Start:val.End])
+		case "sub_type":
+			subType = jsonString(b[val.Start:val.End])
+		case "tag":
+			tag = jsonString(b[val.Start:val.End])
+		case "message":
+			message = jsonString(b[val.Start:val.End])
+		}
+		return nil
+	})
+	if noticeType != "bot_offline" && !(noticeType == "notify" && subType == "bot_offline") {
+		return
+	}
+	reason := "bot_offline"
+	for _, s := range []string{tag, message} {
+		if s != "" {
+			reason += ": " + s
+		}
+	}
+	u.log.Warn("the upstream reports the account offline", "self_id", u.cfg.Account.State().SelfID, "reason", reason)
+	u.cfg.Account.Event(false, reason)
+}
+
+// lifecycle reads an upstream lifecycle event: disable means the
+// implementation no longer serves the account, enable that it does again.
+func (u *Upstream) lifecycle(b []byte) {
+	if u.cfg.Account == nil {
+		return
+	}
+	var sub string
+	onebot.Members(b, func(key []byte, _, val onebot.Span) error {
+		if string(key) == "sub_type" {
+			sub = jsonString(b[val.Start:val.End])
+		}
+		return nil
+	})
+	switch sub {
+	case "disable":
+		u.log.Warn("the upstream sent lifecycle disable: the account is offline")
+		u.cfg.Account.Event(false, "lifecycle disable")
+	case "enable":
+		u.cfg.Account.Event(true, "lifecycle enable")
+	}
+}
+
+// jsonString returns the JSON string raw as Go text ("" when it is not a
+// string), at most 200 bytes of it.
+func jsonString(raw []byte) string {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return s
 }
 
 // learnSelfID records the self_id the current connection reported.
@@ -373,6 +458,7 @@ func (u *Upstream) learnSelfID(id int64, from string) {
 		u.log.Warn("the upstream reports another self_id than OBMUX_SELF_ID; keeping OBMUX_SELF_ID", "self_id", id, "OBMUX_SELF_ID", u.cfg.SelfID)
 	default:
 		u.update(func(s *State) { s.SelfID = id })
+		u.cfg.Account.SetSelfID(id)
 		if cur == 0 {
 			u.log.Info("self_id learned", "self_id", id, "from", from)
 		} else {
@@ -400,13 +486,18 @@ func (l loginInfo) Deliver(b []byte) {
 	}
 	data := onebot.Raw(b, f.Data)
 	var id int64
+	var nickname string
 	onebot.Members(data, func(key []byte, _, val onebot.Span) error {
-		if string(key) == "user_id" {
+		switch string(key) {
+		case "user_id":
 			id, _ = onebot.Int(data, val)
+		case "nickname":
+			nickname = jsonString(data[val.Start:val.End])
 		}
 		return nil
 	})
 	if id > 0 {
 		l.u.learnSelfID(id, "get_login_info")
+		l.u.cfg.Account.SetNickname(id, nickname)
 	}
 }

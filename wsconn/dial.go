@@ -70,8 +70,12 @@ type redactedError struct{ err error }
 
 var urlQuery = regexp.MustCompile(`\?[^\s"]*`)
 
-func (e *redactedError) Error() string { return urlQuery.ReplaceAllString(e.err.Error(), "?…") }
+func (e *redactedError) Error() string { return RedactText(e.err.Error()) }
 func (e *redactedError) Unwrap() error { return e.err }
+
+// RedactText hides every URL query in s (an error's text), for logs and
+// the status page.
+func RedactText(s string) string { return urlQuery.ReplaceAllString(s, "?…") }
 
 // RedactURL drops the query (it may hold access_token) from a URL, for logs.
 func RedactURL(url string) string {

@@ -37,6 +37,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	reg := prometheus.NewRegistry()
 	metrics := health.NewMetrics(reg, version)
 	mon := health.NewMonitor(metrics)
+	acct := health.NewAccount(reg)
+	started := time.Now()
 
 	connCfg := wsconn.Config{PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout,
 		WriteTimeout: cfg.WriteTimeout, CloseTimeout: cfg.ShutdownTimeout,
@@ -55,9 +57,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard.
 	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
-		UserAgent: ua, Conn: upCfg, Backoff: backoff}, router, hub, mon, log)
+		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, hub, mon, log)
 	hub.SetUpstream(up)
-	reg.MustRegister(hub.QueueCollector(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
+	queue := hub.QueueCollector()
+	reg.MustRegister(queue, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
 		Help: "API calls waiting for the upstream's response."}, func() float64 { return float64(router.Pending()) }))
 
 	// Listen on everything first, so that a taken port fails before anything
@@ -78,7 +81,15 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	var addrs listenAddrs
 	var err error
 	healthHandler := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, healthHandler); err != nil {
+	// The status page (GET /) and its JSON (GET /status) beside the health
+	// endpoints and the metrics.
+	status := mon.StatusHandler(health.StatusConfig{Version: version, Started: started, Account: acct,
+		Queue: health.CollectorValues(queue, "name"), Redact: wsconn.RedactText})
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /{$}", status)
+	metricsMux.Handle("GET /status", status)
+	metricsMux.Handle("/", healthHandler)
+	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux); err != nil {
 		return err
 	}
 	if cfg.UpstreamURL == "" {
@@ -120,6 +131,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	for _, t := range cfg.Targets {
 		target := hub.NewTarget(t)
 		wg.Go(func() { target.Run(runCtx) })
+	}
+	if cfg.NotifyURL != "" {
+		notifier := health.NewNotifier(health.NotifyConfig{URL: cfg.NotifyURL, After: cfg.NotifyAfter, UserAgent: ua,
+			Redact: wsconn.RedactText, Log: log.With("component", "notify"),
+			// Look often enough that "down for NOTIFY_AFTER" is not late by much.
+			Tick: min(max(cfg.NotifyAfter/4, 50*time.Millisecond), time.Second)}, mon, acct, reg)
+		wg.Go(func() { notifier.Run(runCtx) })
+		log.Info("notifications on", "url", wsconn.RedactURL(cfg.NotifyURL), "after", cfg.NotifyAfter)
 	}
 	log.Info("obmux serving", "version", version, "upstream", describeUpstream(cfg, addrs), "targets", len(cfg.Targets),
 		"metrics", addrs.Metrics, "forward", addrs.Forward)
