@@ -119,6 +119,7 @@ func TestDashboard(t *testing.T) {
 		"obmux_api_requests_total", "obmux_api_request_duration_seconds_bucket", "obmux_api_pending_requests",
 		"obmux_ping_rtt_seconds", "obmux_heartbeats_sent_total", "obmux_replayed_events_total",
 		"obmux_replay_lost_total", "obmux_upstream_last_event_timestamp_seconds", "obmux_build_info",
+		"obmux_account_online", "obmux_account_transitions_total",
 		"go_goroutines", "process_start_time_seconds"} {
 		if known[name] == nil {
 			t.Errorf("the scrape has no %s", name)
