@@ -11,7 +11,9 @@ func TestAccountFollowsTheUpstream(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a := NewAccount(reg)
 	gauge := func() float64 { return testutil.ToFloat64(a.gauge) }
-	to := func(s string) float64 { return testutil.ToFloat64(a.transitions[map[string]int{"offline": 0, "online": 1}[s]]) }
+	to := func(s string) float64 {
+		return testutil.ToFloat64(a.transitions[map[string]int{"offline": 0, "online": 1}[s]])
+	}
 	watch := a.Watch()
 	step := func(what string, fn func(), online bool, offlines, onlines float64) {
 		t.Helper()
