@@ -28,20 +28,22 @@ const Prefix = "OBMUX_"
 // Config is obmux's whole configuration, read once from the environment.
 // The env tags are the variable names without OBMUX_.
 type Config struct {
-	UpstreamURL     string        `env:"UPSTREAM_URL"`
-	UpstreamListen  string        `env:"UPSTREAM_LISTEN" envDefault:":8080"`
-	UpstreamPath    string        `env:"UPSTREAM_PATH" envDefault:"/onebot/v11/ws"`
-	UpstreamToken   string        `env:"UPSTREAM_TOKEN"`
-	SelfID          int64         `env:"SELF_ID"`
-	APITimeout      time.Duration `env:"API_TIMEOUT" envDefault:"30s"`
-	APIMaxInflight  int           `env:"API_MAX_INFLIGHT" envDefault:"100"`
-	QueueSize       int           `env:"QUEUE_SIZE" envDefault:"1024"`
-	QueueBytes      int64         `env:"QUEUE_BYTES" envDefault:"67108864"`
-	SlowTarget      string        `env:"SLOW_TARGET" envDefault:"disconnect"`
-	WriteTimeout    time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
-	MaxMessageBytes int64         `env:"MAX_MESSAGE_BYTES" envDefault:"16777216"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat       string        `env:"LOG_FORMAT" envDefault:"auto"`
+	UpstreamURL    string        `env:"UPSTREAM_URL"`
+	UpstreamListen string        `env:"UPSTREAM_LISTEN" envDefault:":8080"`
+	UpstreamPath   string        `env:"UPSTREAM_PATH" envDefault:"/onebot/v11/ws"`
+	UpstreamToken  string        `env:"UPSTREAM_TOKEN"`
+	SelfID         int64         `env:"SELF_ID"`
+	APITimeout     time.Duration `env:"API_TIMEOUT" envDefault:"30s"`
+	APIMaxInflight int           `env:"API_MAX_INFLIGHT" envDefault:"100"`
+	// APIMaxInflightBytes bounds one caller's calls in flight in bytes.
+	APIMaxInflightBytes int64         `env:"API_MAX_INFLIGHT_BYTES" envDefault:"16777216"`
+	QueueSize           int           `env:"QUEUE_SIZE" envDefault:"1024"`
+	QueueBytes          int64         `env:"QUEUE_BYTES" envDefault:"67108864"`
+	SlowTarget          string        `env:"SLOW_TARGET" envDefault:"disconnect"`
+	WriteTimeout        time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
+	MaxMessageBytes     int64         `env:"MAX_MESSAGE_BYTES" envDefault:"16777216"`
+	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat           string        `env:"LOG_FORMAT" envDefault:"auto"`
 
 	HeartbeatInterval time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"5s"`
 	PingInterval      time.Duration `env:"PING_INTERVAL" envDefault:"20s"`
@@ -57,6 +59,7 @@ type Config struct {
 	ForwardListen       string `env:"FORWARD_LISTEN"`
 	ForwardToken        string `env:"FORWARD_TOKEN"`
 	ForwardAPIHeartbeat bool   `env:"FORWARD_API_HEARTBEAT" envDefault:"true"`
+	ForwardMaxClients   int    `env:"FORWARD_MAX_CLIENTS" envDefault:"100"`
 
 	ReplaySize   int           `env:"REPLAY_SIZE" envDefault:"10000"`
 	ReplayBytes  int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
@@ -250,6 +253,12 @@ func Load(environ []string) (Config, error) {
 	}
 	if cfg.APIMaxInflight < 1 {
 		bad("API_MAX_INFLIGHT", cfg.APIMaxInflight, "must be at least 1")
+	}
+	if cfg.APIMaxInflightBytes < 1 {
+		bad("API_MAX_INFLIGHT_BYTES", cfg.APIMaxInflightBytes, "must be at least 1")
+	}
+	if cfg.ForwardMaxClients < 1 {
+		bad("FORWARD_MAX_CLIENTS", cfg.ForwardMaxClients, "must be at least 1")
 	}
 	if cfg.QueueBytes < 1 {
 		bad("QUEUE_BYTES", cfg.QueueBytes, "must be at least 1")

@@ -2,8 +2,10 @@ package fanout
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,6 +24,10 @@ type ServerConfig struct {
 	APIHeartbeat bool
 	// Policy is what every client gets and may do.
 	Policy policy.Policy
+	// MaxClients bounds the clients connected at once (0: no bound); one
+	// more is refused with 503 before the upgrade and counted in Refused.
+	MaxClients int
+	Refused    prometheus.Counter
 }
 
 // Server is obmux's forward-WS server: it serves clients as a correct OneBot
@@ -30,6 +36,11 @@ type ServerConfig struct {
 type Server struct {
 	hub *Hub
 	cfg ServerConfig
+
+	mu      sync.Mutex
+	clients int    // connected, or being upgraded
+	full    bool   // refusing: logged once until a client fits again
+	refused uint64 // since full
 }
 
 // NewServer returns the forward-WS server of h.
@@ -66,6 +77,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.selfID, o.policy = st.SelfID, &s.cfg.Policy
+	if !s.admit(r) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("obmux serves at most %d forward clients at once (OBMUX_FORWARD_MAX_CLIENTS): try again later", s.cfg.MaxClients),
+			http.StatusServiceUnavailable)
+		return
+	}
+	defer s.leave()
 	ws, raw, err := wsconn.Accept(w, r)
 	if err != nil {
 		return
@@ -76,6 +94,40 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log.Info("client connected")
 	reason, err, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
 	log.Info("client disconnected", "reason", reason.String(), "error", err)
+}
+
+// admit counts one more client, or reports false when MaxClients are
+// connected; the first refusal of a run is logged, and so is its end.
+func (s *Server) admit(r *http.Request) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.MaxClients > 0 && s.clients >= s.cfg.MaxClients {
+		if s.cfg.Refused != nil {
+			s.cfg.Refused.Inc()
+		}
+		s.refused++
+		if !s.full {
+			s.full = true
+			s.hub.log.Warn("forward client refused with 503: OBMUX_FORWARD_MAX_CLIENTS clients are connected (further refusals are counted, not logged, until one fits)",
+				"max_clients", s.cfg.MaxClients, "remote", r.RemoteAddr,
+				"hint", "raise OBMUX_FORWARD_MAX_CLIENTS if these are your bots; obmux_forward_clients_refused_total counts every refusal")
+		}
+		return false
+	}
+	s.clients++
+	if s.full {
+		s.full = false
+		s.hub.log.Info("forward clients fit under OBMUX_FORWARD_MAX_CLIENTS again", "max_clients", s.cfg.MaxClients, "refused", s.refused)
+		s.refused = 0
+	}
+	return true
+}
+
+// leave counts a client gone.
+func (s *Server) leave() {
+	s.mu.Lock()
+	s.clients--
+	s.mu.Unlock()
 }
 
 // QueueCollector returns the collector of obmux_queue_length: how many

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -31,71 +32,136 @@ type Caller interface {
 // back. Every call gets exactly one final response: the upstream's, or one of
 // obmux's own failures. It is safe for concurrent use.
 type Router struct {
-	timeout     time.Duration
-	maxInflight int
-	log         *slog.Logger
-	timeouts    health.FailureLog // a run of timeouts is logged once
+	timeout  time.Duration
+	lim      Limits
+	log      *slog.Logger
+	timeouts health.FailureLog // a run of timeouts is logged once
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
 	seq     uint64
 	pending map[uint64]*call
-	slots   map[Caller]chan struct{} // each caller's calls in flight
+	callers map[Caller]*inflight // each caller's calls in flight
+	total   int64                // the bytes of every call in flight
+	freed   chan struct{}        // closed and replaced when a call ends
+}
+
+// Limits bound the calls in flight: from the moment Request takes a call
+// until its final response (or obmux's failure) is handed to the caller.
+type Limits struct {
+	// Calls is how many calls one caller may have in flight (at least 1).
+	Calls int
+	// Bytes bounds the bytes of one caller's calls in flight (0: no
+	// bound); one call larger than Bytes is taken alone.
+	Bytes int64
+	// TotalBytes bounds the bytes of every caller's calls in flight
+	// together (0: no bound), so that the upstream's queue, bounded as
+	// much, never refuses one; one call larger is taken alone.
+	TotalBytes int64
+}
+
+// inflight is what one caller has in flight.
+type inflight struct {
+	calls int
+	bytes int64
 }
 
 type call struct {
 	caller Caller
-	echo   []byte // the caller's raw echo; nil when it sent none
+	echo   []byte // a copy of the caller's raw echo; nil when it sent none
+	cost   int64  // the bytes it counts against the limits
 	start  time.Time
 	timer  *time.Timer
 }
 
+// callOverhead is what a call costs beyond its request's bytes: obmux's echo
+// (the frame sent upstream may be that much longer) and the call itself.
+const callOverhead = 128
+
 // NewRouter returns a Router whose calls fail with 1504 after timeout. A
-// caller may have at most maxInflight calls waiting for the upstream; Request
-// blocks its next one (and so stops reading from that caller) until one
-// ends, so that one caller flooding the API cannot starve the others.
-func NewRouter(timeout time.Duration, maxInflight int, log *slog.Logger) *Router {
-	return &Router{timeout: timeout, maxInflight: max(maxInflight, 1), log: log,
-		pending: map[uint64]*call{}, slots: map[Caller]chan struct{}{}}
+// caller's calls in flight are bounded by lim, in number and in bytes;
+// Request blocks its next one (and so stops reading from that caller) until
+// enough end, so that one caller flooding the API cannot starve the others
+// nor make obmux hold more than lim.TotalBytes of calls: a caller over a
+// bound waits, and no call is refused for it.
+func NewRouter(timeout time.Duration, lim Limits, log *slog.Logger) *Router {
+	lim.Calls = max(lim.Calls, 1)
+	return &Router{timeout: timeout, lim: lim, log: log,
+		pending: map[uint64]*call{}, callers: map[Caller]*inflight{}, freed: make(chan struct{})}
 }
 
-// acquire takes one of c's in-flight slots, waiting while c has none free.
-// It reports false when c went away while waiting.
-func (r *Router) acquire(c Caller) bool {
-	r.mu.Lock()
-	s := r.slots[c]
-	if s == nil {
-		s = make(chan struct{}, r.maxInflight)
-		r.slots[c] = s
-	}
-	r.mu.Unlock()
-	select {
-	case s <- struct{}{}:
-		return true
-	default:
-	}
-	r.log.Debug("caller at its in-flight limit: reading from it waits", "caller", c.Stats().Name, "limit", r.maxInflight)
-	c.Hold(true)
-	defer c.Hold(false)
-	select {
-	case s <- struct{}{}:
-		return true
-	case <-c.Gone():
-		return false
-	}
-}
-
-// release frees one of c's slots.
-func (r *Router) release(c Caller) {
-	r.mu.Lock()
-	s := r.slots[c]
-	r.mu.Unlock()
-	if s != nil {
+// acquire counts a call of cost bytes against c's limits and the total,
+// waiting while it would exceed any. It reports false when c went away
+// while waiting.
+func (r *Router) acquire(c Caller, cost int64) bool {
+	held := false
+	defer func() {
+		if held {
+			c.Hold(false)
+		}
+	}()
+	for {
+		r.mu.Lock()
+		in := r.callers[c]
+		if in == nil {
+			in = &inflight{}
+			r.callers[c] = in
+		}
+		var over string
+		switch {
+		case in.calls >= r.lim.Calls:
+			over = "OBMUX_API_MAX_INFLIGHT"
+		case r.lim.Bytes > 0 && in.bytes > 0 && in.bytes+cost > r.lim.Bytes:
+			over = "OBMUX_API_MAX_INFLIGHT_BYTES"
+		case r.lim.TotalBytes > 0 && r.total > 0 && r.total+cost > r.lim.TotalBytes:
+			over = "the bytes in flight for all callers together (OBMUX_QUEUE_BYTES)"
+		}
+		if over == "" {
+			in.calls++
+			in.bytes += cost
+			r.total += cost
+			r.mu.Unlock()
+			return true
+		}
+		freed := r.freed
+		r.mu.Unlock()
+		if !held {
+			r.log.Debug("caller at its in-flight limit: reading from it waits", "caller", c.Stats().Name, "limit", over, "bytes", cost)
+			c.Hold(true)
+			held = true
+		}
 		select {
-		case <-s:
-		default:
+		case <-freed:
+		case <-c.Gone():
+			return false
 		}
 	}
+}
+
+// release gives back what a call of c of cost bytes counted. A caller
+// forgotten meanwhile counts nothing any more; the total still does.
+func (r *Router) release(c Caller, cost int64) {
+	r.mu.Lock()
+	if in := r.callers[c]; in != nil {
+		in.calls--
+		in.bytes -= cost
+	}
+	r.total -= cost
+	r.wake()
+	r.mu.Unlock()
+}
+
+// wake tells the callers waiting in acquire that calls ended. r.mu held.
+func (r *Router) wake() {
+	close(r.freed)
+	r.freed = make(chan struct{})
+}
+
+// InflightBytes returns the bytes of every call in flight.
+func (r *Router) InflightBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
 }
 
 // setSend installs the function that writes a frame to the upstream (nil:
@@ -118,22 +184,25 @@ const echoPrefix = `"obmux:`
 
 // Request forwards the API request b, scanned as f, from c to the upstream
 // under a fresh echo.
+//
+// b is not kept: the call holds a copy of its echo only.
 func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
-	echo := onebot.Raw(b, f.Echo)
-	if !r.acquire(c) {
+	cost := int64(len(b)) + callOverhead
+	if !r.acquire(c, cost) {
 		return
 	}
+	echo := bytes.Clone(onebot.Raw(b, f.Echo))
 	r.mu.Lock()
 	send := r.send
 	if send == nil {
 		r.mu.Unlock()
-		r.release(c)
+		r.release(c, cost)
 		r.fail(c, echo, onebot.RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
 		return
 	}
 	r.seq++
 	id := r.seq
-	cl := &call{caller: c, echo: echo, start: time.Now()}
+	cl := &call{caller: c, echo: echo, cost: cost, start: time.Now()}
 	cl.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
 	r.pending[id] = cl
 	r.mu.Unlock()
@@ -142,16 +211,27 @@ func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
 	our = append(our, '"')
 	if err := send(onebot.SetEcho(b, f, our)); err != nil {
 		if r.take(id) != nil {
-			r.release(c)
+			r.release(c, cost)
 			r.fail(c, echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
 		}
 	}
 }
 
+// MaxRejectEcho is the longest echo a 1400 failure carries back: anyone who
+// can connect may send frames that are not calls, and their answers must not
+// cost obmux more than the frames' count.
+const MaxRejectEcho = 1 << 10
+
 // Reject answers a frame from c that is not a usable API request with a 1400
-// failure, carrying the frame's echo when one could be read.
+// failure, carrying the frame's echo when one could be read and is at most
+// MaxRejectEcho bytes (the message says when it was left out).
 func (r *Router) Reject(c Caller, b []byte, f onebot.Frame, why string) {
-	r.fail(c, onebot.Raw(b, f.Echo), onebot.RetcodeBadRequest, why, health.OutcomeFailed)
+	echo := onebot.Raw(b, f.Echo)
+	if len(echo) > MaxRejectEcho {
+		echo = nil
+		why += fmt.Sprintf(" (echo not returned: longer than %d bytes)", MaxRejectEcho)
+	}
+	r.fail(c, echo, onebot.RetcodeBadRequest, why, health.OutcomeFailed)
 }
 
 // Response routes a response frame b, scanned as f, from the upstream to its
@@ -179,7 +259,7 @@ func (r *Router) Response(b []byte, f onebot.Frame) bool {
 	cl.caller.Deliver(onebot.SetEcho(b, f, cl.echo))
 	if !streaming {
 		r.timeouts.Reset()
-		r.release(cl.caller)
+		r.release(cl.caller, cl.cost)
 		m := cl.caller.Stats().M
 		outcome := health.OutcomeOK
 		if onebot.Is(b, f.Status, "failed") {
@@ -212,10 +292,12 @@ func (r *Router) Forget(c Caller) int {
 		if cl.caller == c {
 			cl.timer.Stop()
 			delete(r.pending, id)
+			r.total -= cl.cost
 			n++
 		}
 	}
-	delete(r.slots, c)
+	delete(r.callers, c)
+	r.wake()
 	return n
 }
 
@@ -228,7 +310,7 @@ func (r *Router) UpstreamDown() {
 	r.mu.Unlock()
 	for _, cl := range calls {
 		cl.timer.Stop()
-		r.release(cl.caller)
+		r.release(cl.caller, cl.cost)
 		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
 	}
 }
@@ -246,7 +328,7 @@ func (r *Router) take(id uint64) *call {
 
 func (r *Router) expire(id uint64) {
 	if cl := r.take(id); cl != nil {
-		r.release(cl.caller)
+		r.release(cl.caller, cl.cost)
 		r.timeouts.Log(r.log.With("caller", cl.caller.Stats().Name), "API call timed out (repeats are logged at debug until a response arrives)",
 			fmt.Errorf("no response from the upstream within OBMUX_API_TIMEOUT=%s", r.timeout),
 			"the upstream is slow or stuck; obmux_api_requests_total{outcome=\"timeout\"} counts every one")

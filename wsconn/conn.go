@@ -42,8 +42,15 @@ type Config struct {
 	CloseTimeout time.Duration
 	// ReadLimit is the largest message read, in bytes.
 	ReadLimit int64
-	// QueueSize bounds the frames queued with Send.
-	QueueSize int
+	// QueueSize bounds the frames queued with Send, and QueueBytes (if
+	// not 0) their bytes; one frame larger than QueueBytes is queued alone.
+	QueueSize  int
+	QueueBytes int64
+	// ReadBudget, if not nil, is shared with other connections: a message
+	// that outgrows SmallMessage is read only with a share of it (the
+	// reader waits, held, until one is free). The share is given back
+	// when the Handler returns, so the Handler must not keep the frame.
+	ReadBudget *ReadBudget
 	// KeepReadBuffer is the largest read buffer kept from one message to
 	// the next (0: 64 KiB). The upstream, which carries large events, keeps
 	// one as large as ReadLimit; a peer, which sends small API calls, should
@@ -88,10 +95,11 @@ type Conn struct {
 	hbEvery   time.Duration
 	heartbeat func() []byte
 
-	scratch []byte         // the reader's buffer, reused
-	held    atomic.Int32   // > 0 while the reader is paused on purpose
-	pings   sync.WaitGroup // the ping in flight, if any
-	resumed atomic.Int64   // unix ns of the last end of a pause
+	scratch  []byte         // the reader's buffer, reused
+	reserved int64          // the reader's share of cfg.ReadBudget, if any
+	held     atomic.Int32   // > 0 while the reader is paused on purpose
+	pings    sync.WaitGroup // the ping in flight, if any
+	resumed  atomic.Int64   // unix ns of the last end of a pause
 
 	wake   chan struct{}
 	done   chan struct{} // closed when the connection is ending
@@ -99,6 +107,7 @@ type Conn struct {
 
 	mu         sync.Mutex
 	queue      []queued
+	qbytes     int64  // bytes in queue
 	final      []byte // written last on a graceful close
 	closeAt    *closeReq
 	closeTimer *time.Timer
@@ -145,8 +154,9 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 func (c *Conn) Stats() *health.Stats { return c.st }
 
 // Send queues frame (an API call or response) for the writer. It never
-// blocks: when the queue is full or the connection has ended, the frame is
-// dropped, counted, and Send returns false.
+// blocks: when the queue is full (QueueSize frames or QueueBytes bytes) or
+// the connection has ended, the frame is dropped, counted, and Send returns
+// false.
 func (c *Conn) Send(frame []byte, kind onebot.Kind) bool {
 	c.mu.Lock()
 	if c.ended || c.closeAt != nil {
@@ -154,12 +164,14 @@ func (c *Conn) Send(frame []byte, kind onebot.Kind) bool {
 		c.st.M.Dropped[health.DropTargetGone].Inc()
 		return false
 	}
-	if len(c.queue) >= c.cfg.QueueSize {
+	if len(c.queue) >= c.cfg.QueueSize ||
+		(c.cfg.QueueBytes > 0 && len(c.queue) > 0 && c.qbytes+int64(len(frame)) > c.cfg.QueueBytes) {
 		c.mu.Unlock()
 		c.st.M.Dropped[health.DropQueueFull].Inc()
 		return false
 	}
 	c.queue = append(c.queue, queued{frame, kind})
+	c.qbytes += int64(len(frame))
 	c.queued.Add(1)
 	c.mu.Unlock()
 	c.Wake()
@@ -205,7 +217,7 @@ func (c *Conn) Close(cause health.Reason, code websocket.StatusCode, reason stri
 		return
 	}
 	c.setCause(cause, nil)
-	c.closeAt, c.final, c.queue = &closeReq{code, reason}, final, nil
+	c.closeAt, c.final, c.queue, c.qbytes = &closeReq{code, reason}, final, nil, 0
 	c.queued.Store(1)
 	// A writer stuck on a peer that does not read never gets to the close:
 	// cut it after CloseTimeout.
@@ -290,7 +302,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.mu.Lock()
 	c.setCause(reason, err)
 	c.ended = true
-	c.queue = nil
+	c.queue, c.qbytes = nil, 0
 	reason, err = c.cause, c.err
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
@@ -332,6 +344,30 @@ func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
 			continue
 		}
 		m.FramesIn[handle(b)].Inc()
+		c.giveBack()
+	}
+}
+
+// errGone ends a read that waited for the read budget while the connection
+// ended.
+var errGone = errors.New("connection ended while waiting for the read budget")
+
+// reserve takes the reader's share of the read budget, holding the reader
+// (for keepalive) while it waits.
+func (c *Conn) reserve() bool {
+	n := c.cfg.ReadLimit
+	return c.cfg.ReadBudget.take(n, c.done, func() func() {
+		c.log.Debug("large message: reading it waits for the shared read budget", "budget_bytes", c.cfg.ReadBudget.Size())
+		c.Hold(true)
+		return func() { c.Hold(false) }
+	}) && func() bool { c.reserved = n; return true }()
+}
+
+// giveBack returns the reader's share of the read budget, if it holds one.
+func (c *Conn) giveBack() {
+	if c.reserved > 0 {
+		c.cfg.ReadBudget.give(c.reserved)
+		c.reserved = 0
 	}
 }
 
@@ -348,7 +384,19 @@ func (c *Conn) read() (websocket.MessageType, []byte, error) {
 	buf := c.scratch[:0]
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			// Double, but never beyond what the read limit lets in (it
+			// reads one byte more, and one more Read reports the excess),
+			// and straight there from two thirds of the way.
+			n := max(2*cap(buf), 4<<10)
+			if end := int(c.cfg.ReadLimit) + 2; c.cfg.ReadLimit > 0 && n+n/2 > end {
+				n = max(end, len(buf)+1)
+			}
+			if n > SmallMessage && c.cfg.ReadBudget != nil && c.reserved == 0 && !c.reserve() {
+				return 0, nil, errGone
+			}
+			grown := make([]byte, len(buf), n)
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -356,16 +404,33 @@ func (c *Conn) read() (websocket.MessageType, []byte, error) {
 			break
 		}
 		if err != nil {
+			c.giveBack()
 			return 0, nil, err
 		}
 	}
 	keep := c.cfg.KeepReadBuffer
 	if keep == 0 {
-		keep = 64 << 10
+		keep = SmallMessage
 	}
-	if cap(buf) <= keep {
+	switch {
+	case c.reserved > 0:
+		// Under the read budget: the message keeps what it takes, exactly
+		// (a second copy only when the buffer is a quarter too large),
+		// counted until it is handled; the rest of the share goes back
+		// now, so that a message waiting in its Handler (a caller held at
+		// its in-flight limit) holds no more of the budget than its size.
+		c.scratch = nil
+		if cap(buf)-len(buf) > len(buf)/4 {
+			buf = bytes.Clone(buf)
+		}
+		if keep := int64(cap(buf)); keep < c.reserved {
+			c.cfg.ReadBudget.give(c.reserved - keep)
+			c.reserved = keep
+		}
+		return typ, buf[:len(buf):len(buf)], nil
+	case cap(buf) <= keep:
 		c.scratch = buf
-	} else {
+	default:
 		c.scratch = nil
 	}
 	return typ, bytes.Clone(buf), nil
@@ -491,6 +556,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 			next := c.queue[0]
 			c.queue[0] = queued{}
 			c.queue = c.queue[1:]
+			c.qbytes -= int64(len(next.frame))
 			c.queued.Add(-1)
 			c.mu.Unlock()
 			if err := c.write(timer, next.frame, next.kind); err != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/obmux/obmux/internal/sim"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { removeBinary() })) }
 
 const testSelfID = 10001
 

@@ -427,6 +427,9 @@ func TestMetricsAllNamesPresent(t *testing.T) {
 		{"obmux_upstream_last_event_timestamp_seconds", "", nil, 1},
 		{"obmux_build_info", "goversion,version", []string{"version=dev", "goversion=" + runtime.Version()}, 1},
 		{"obmux_api_pending_requests", "", nil, 0},
+		{"obmux_api_inflight_bytes", "", nil, 0},
+		{"obmux_read_budget_used_bytes", "", nil, 0},
+		{"obmux_forward_clients_refused_total", "", nil, 0},
 		{"go_goroutines", "", nil, 1},
 		{"process_start_time_seconds", "", nil, 1},
 	} {

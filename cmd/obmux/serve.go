@@ -23,6 +23,10 @@ import (
 	"github.com/obmux/obmux/wsconn"
 )
 
+// readBudgetMessages is how many messages of OBMUX_MAX_MESSAGE_BYTES the
+// targets and clients may be reading at once.
+const readBudgetMessages = 2
+
 // started, if not nil, is told the listen addresses once obmux serves (for
 // tests and the demo).
 type started func(addrs listenAddrs)
@@ -42,19 +46,29 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 
 	connCfg := wsconn.Config{PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout,
 		WriteTimeout: cfg.WriteTimeout, CloseTimeout: cfg.ShutdownTimeout,
-		ReadLimit: cfg.MaxMessageBytes, QueueSize: cfg.QueueSize}
+		ReadLimit: cfg.MaxMessageBytes, QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes}
+	// Targets and clients read a large message only with a share of one
+	// budget, so the memory of messages being read does not grow with the
+	// number of connections (the upstream, one connection, has its own).
+	peerCfg := connCfg
+	peerCfg.ReadBudget = wsconn.NewReadBudget(readBudgetMessages * cfg.MaxMessageBytes)
 	backoff := health.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
 	ua := "obmux/" + version
 
-	router := proxy.NewRouter(cfg.APITimeout, cfg.APIMaxInflight, log)
+	// Every call in flight counts against its caller's limits and, all
+	// together, against the upstream queue's byte bound, which therefore
+	// never refuses one.
+	router := proxy.NewRouter(cfg.APITimeout, proxy.Limits{Calls: cfg.APIMaxInflight, Bytes: cfg.APIMaxInflightBytes,
+		TotalBytes: cfg.QueueBytes}, log)
 	hub := fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
-		Conn: connCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
+		Conn: peerCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
 	upCfg := connCfg
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	// The upstream's queue holds every caller's calls: each caller has at
-	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard.
+	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard;
+	// in bytes, the router keeps the calls in flight within QueueBytes.
 	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
 		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, hub, mon, log)
@@ -62,6 +76,15 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	queue := hub.QueueCollector()
 	reg.MustRegister(queue, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
 		Help: "API calls waiting for the upstream's response."}, func() float64 { return float64(router.Pending()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_inflight_bytes",
+		Help: "Bytes of the API calls in flight (queued for the upstream or waiting for its response), bounded by OBMUX_QUEUE_BYTES."},
+		func() float64 { return float64(router.InflightBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_read_budget_used_bytes",
+			Help: "Bytes of the shared read budget held by targets and clients reading a message over 64 KiB."},
+			func() float64 { used, _ := peerCfg.ReadBudget.Used(); return float64(used) }))
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "obmux_forward_clients_refused_total",
+		Help: "Forward-WS connections refused with HTTP 503 because OBMUX_FORWARD_MAX_CLIENTS clients were connected."})
+	reg.MustRegister(refused)
 
 	// Listen on everything first, so that a taken port fails before anything
 	// connects anywhere.
@@ -111,7 +134,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 		}
 	}
 	if cfg.ForwardListen != "" {
-		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward})
+		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward,
+			MaxClients: cfg.ForwardMaxClients, Refused: refused})
 		if addrs.Forward, err = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd); err != nil {
 			closeAll(lns)
 			return err
