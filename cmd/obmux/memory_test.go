@@ -89,10 +89,10 @@ type answer struct {
 	Echo    json.RawMessage `json:"echo"`
 }
 
-// Two targets each send 30 calls of 8 MiB to an upstream that reads them and
+// Two targets each send 10 calls of 8 MiB to an upstream that reads them and
 // never answers. Before the fix each pending call pinned its whole request
 // (the echo was a slice of it) and nothing bounded their bytes: obmux's peak
-// RSS grew with the calls (60 x 8 MiB and more). Now each caller has at most
+// RSS grew with the calls (20 x 8 MiB and more). Now each caller has at most
 // OBMUX_API_MAX_INFLIGHT_BYTES in flight, all of them at most
 // OBMUX_QUEUE_BYTES, the next call waits (its target is not read from), and
 // every call still gets its one answer.
@@ -103,10 +103,10 @@ func TestCallsInFlightBoundedInBytes(t *testing.T) {
 	up := newQuietUpstream(t, nil)
 	a, b := newTarget(t), newTarget(t)
 	in := startChild(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+a.URL, "OBMUX_TARGET_B_URL="+b.URL,
-		"OBMUX_SELF_ID=10001", "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_API_TIMEOUT=200ms")
+		"OBMUX_SELF_ID=10001", "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_API_TIMEOUT=1s")
 	peers := []*sim.Peer{a.accept(), b.accept()}
 	eventually(t, "upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
-	const calls = 30
+	const calls = 10
 	ctx := ctxFor(t, 2*time.Minute)
 	var wg sync.WaitGroup
 	for _, p := range peers {
@@ -158,7 +158,9 @@ func TestRejectFloodBoundedInBytes(t *testing.T) {
 		t.Skip("runs the obmux binary and moves 800 MiB")
 	}
 	up := newUpstream(t, "127.0.0.1:0")
-	in := startChild(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_FORWARD_LISTEN=127.0.0.1:0", "OBMUX_HEARTBEAT_INTERVAL=0")
+	// Keepalive off: the client reads nothing, pongs included.
+	in := startChild(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_FORWARD_LISTEN=127.0.0.1:0", "OBMUX_HEARTBEAT_INTERVAL=0",
+		"OBMUX_PING_INTERVAL=0")
 	up.connected()
 	eventually(t, "obmux ready", func() bool { code, _ := in.get("/readyz"); return code == http.StatusOK })
 	ctx := ctxFor(t, 2*time.Minute)

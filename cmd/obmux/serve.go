@@ -68,8 +68,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	// The upstream's queue holds every caller's calls: each caller has at
 	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard;
-	// in bytes, the router keeps the calls in flight within QueueBytes.
+	// in bytes, the router keeps the calls in flight within QueueBytes, but
+	// a call that timed out may still have its frame queued behind a slow
+	// upstream (which the write timeout cuts): twice that is the guard.
 	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
+	upCfg.QueueBytes = 2 * cfg.QueueBytes
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
 		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, hub, mon, log)
 	hub.SetUpstream(up)

@@ -1,0 +1,32 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// The memory bounds of issue 13: defaults, and values that are refused.
+func TestMemoryLimitVariables(t *testing.T) {
+	cfg, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.APIMaxInflightBytes != 16<<20 || cfg.ForwardMaxClients != 100 {
+		t.Errorf("defaults: OBMUX_API_MAX_INFLIGHT_BYTES=%d OBMUX_FORWARD_MAX_CLIENTS=%d", cfg.APIMaxInflightBytes, cfg.ForwardMaxClients)
+	}
+	for _, c := range []struct{ env, want string }{
+		{"OBMUX_API_MAX_INFLIGHT_BYTES=0", "OBMUX_API_MAX_INFLIGHT_BYTES=0: must be at least 1"},
+		{"OBMUX_API_MAX_INFLIGHT_BYTES=lots", `OBMUX_API_MAX_INFLIGHT_BYTES="lots": not a whole number`},
+		{"OBMUX_FORWARD_MAX_CLIENTS=0", "OBMUX_FORWARD_MAX_CLIENTS=0: must be at least 1"},
+		{"OBMUX_FORWARD_MAX_CLIENTS=-3", "OBMUX_FORWARD_MAX_CLIENTS=-3: must be at least 1"},
+	} {
+		_, err := Load([]string{c.env})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.env, err, c.want)
+		}
+	}
+	if cfg, err := Load([]string{"OBMUX_API_MAX_INFLIGHT_BYTES=1048576", "OBMUX_FORWARD_MAX_CLIENTS=5"}); err != nil ||
+		cfg.APIMaxInflightBytes != 1<<20 || cfg.ForwardMaxClients != 5 {
+		t.Errorf("set: %+v %v", cfg, err)
+	}
+}
