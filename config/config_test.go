@@ -39,6 +39,24 @@ func TestPolicyVariables(t *testing.T) {
 			t.Errorf("error does not say %q:\n%v", want, err)
 		}
 	}
+	// Filters: every problem at once, each naming its variable (and, for
+	// the filter language, the position).
+	_, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_GROUPS=1,x", "OBMUX_TARGET_A_GROUPS_DENY=0",
+		`OBMUX_TARGET_A_FILTER={"raw_message":{".regex":"("}}`, "OBMUX_TARGET_A_SELF_MESSAGES=nah",
+		`OBMUX_FORWARD_FILTER={".nope":{}}`, "OBMUX_FORWARD_USERS_DENY=q", "OBMUX_TARGET_A_FILTER_FILE=/nonexistent"})
+	for _, want := range []string{
+		`OBMUX_TARGET_A_GROUPS="1,x": "x" is not a group number`,
+		`OBMUX_TARGET_A_GROUPS_DENY="0"`,
+		`OBMUX_TARGET_A_FILTER="{\"raw_message\":{\".regex\":\"(\"}}": the filter does not parse: line 1, column 26`,
+		`OBMUX_TARGET_A_SELF_MESSAGES="nah": not a boolean`,
+		`OBMUX_FORWARD_FILTER="{\".nope\":{}}": the filter does not parse: line 1, column 2 (byte 1): unknown operator .nope`,
+		`OBMUX_FORWARD_USERS_DENY="q"`,
+		`OBMUX_TARGET_A_FILTER_FILE="/nonexistent": `,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
 	if why := CheckName("OBMUX_TARGET_X_REPLAY_MAX_AGE"); why != "" {
 		t.Errorf("CheckName refuses a policy variable: %s", why)
 	}

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestRingBounds(t *testing.T) {
 	r := newRing(3, 10)
 	for i := range 5 {
-		r.push([]byte{byte('a' + i)}, 0)
+		r.push([]byte{byte('a' + i)}, nil, 0)
 	}
 	if r.first != 3 || r.next != 6 || string(r.get(3).frame) != "c" {
 		t.Fatalf("count bound: first %d next %d", r.first, r.next)
@@ -30,11 +30,11 @@ func TestRingBounds(t *testing.T) {
 	if got := r.bytesFrom(4); got != 2 {
 		t.Errorf("bytesFrom(4) = %d", got)
 	}
-	r.push(make([]byte, 9), 0) // 9 bytes: only it and at most 1 more byte fit
+	r.push(make([]byte, 9), nil, 0) // 9 bytes: only it and at most 1 more byte fit
 	if r.bytes > 10 || r.next-r.first != 2 {
 		t.Errorf("byte bound: %d bytes, %d events", r.bytes, r.next-r.first)
 	}
-	r.push(make([]byte, 50), 0) // larger than the bound: the newest is always kept
+	r.push(make([]byte, 50), nil, 0) // larger than the bound: the newest is always kept
 	if r.next-r.first != 1 || r.bytes != 50 {
 		t.Errorf("oversized event: %d bytes, %d events", r.bytes, r.next-r.first)
 	}

@@ -45,6 +45,10 @@ type Config struct {
 	Conn              wsconn.Config
 	Backoff           health.Backoff
 	UserAgent         string
+	// Ingest extracts what the peers' policies read of each event, once
+	// (policy.NewIngest of every target's and the forward clients'
+	// Policy); nil when no policy looks into events.
+	Ingest *policy.Ingest
 }
 
 // Hub fans the upstream's events out to every peer and routes their API
@@ -85,9 +89,10 @@ func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
 
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {
+	ev := h.cfg.Ingest.Event(b) // once, for every peer, outside the lock
 	var slow []*cursor
 	h.mu.Lock()
-	seq := h.ring.push(b, time.Now().UnixNano())
+	seq := h.ring.push(b, ev, time.Now().UnixNano())
 	for c := range h.cursors {
 		if h.overflow(c, seq+1) {
 			slow = append(slow, c)
@@ -148,13 +153,51 @@ type cursor struct {
 	hub      *Hub
 	conn     *wsconn.Conn
 	stats    *health.Stats
+	check    *policy.Check // the peer's event checks; nil: every event
 	next     uint64        // next seq to pull; h.mu
 	liveFrom uint64        // first seq that was live when the peer connected
 	written  atomic.Uint64 // seq after the last event written
+	// The writer's: the seq of the last event the last Pull returned, and
+	// the seq after the events that Pull consumed (the ones held back
+	// after it included), so that writing it resumes past them.
+	lastSeq, pulledTo uint64
+	evs               []*policy.Event // Pull's scratch, beside dst
 }
 
-// Pull implements wsconn.Source.
+// Pull implements wsconn.Source. The peer's checks run outside the hub's
+// lock, on what was extracted from each event at ingest.
 func (c *cursor) Pull(dst []wsconn.Item) []wsconn.Item {
+	start := len(dst)
+	for {
+		end := c.take(&dst)
+		if len(dst) == start || c.check == nil {
+			return dst
+		}
+		kept := dst[:start]
+		for i, it := range dst[start:] {
+			if c.check.Pass(it.Frame, c.evs[i]) {
+				kept = append(kept, it)
+			}
+		}
+		clear(dst[len(kept):])
+		clear(c.evs)
+		if n := len(dst) - len(kept); n > 0 {
+			c.stats.M.Filtered.Add(float64(n))
+		}
+		dst = kept
+		if len(dst) > start {
+			c.lastSeq, c.pulledTo = dst[len(dst)-1].Seq, end
+			return dst
+		}
+		// All held back: everything pulled before was written, so the
+		// resume point passes them.
+		c.written.Store(end)
+	}
+}
+
+// take appends the events due next to dst (their Events to c.evs) and
+// returns the seq after them.
+func (c *cursor) take(dst *[]wsconn.Item) uint64 {
 	h := c.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -164,15 +207,24 @@ func (c *cursor) Pull(dst []wsconn.Item) []wsconn.Item {
 		c.stats.M.Dropped[health.DropQueueFull].Add(float64(lost))
 		c.next = r.first
 	}
-	for c.next < r.next && len(dst) < cap(dst) {
-		dst = append(dst, wsconn.Item{Seq: c.next, Frame: r.get(c.next).frame})
+	c.evs = c.evs[:0]
+	for c.next < r.next && len(*dst) < cap(*dst) {
+		e := r.get(c.next)
+		*dst = append(*dst, wsconn.Item{Seq: c.next, Frame: e.frame})
+		c.evs = append(c.evs, e.ev)
 		c.next++
 	}
-	return dst
+	return c.next
 }
 
 // Wrote implements wsconn.Source.
-func (c *cursor) Wrote(seq uint64) { c.written.Store(seq + 1) }
+func (c *cursor) Wrote(seq uint64) {
+	if seq == c.lastSeq && c.pulledTo > seq {
+		c.written.Store(c.pulledTo)
+		return
+	}
+	c.written.Store(seq + 1)
+}
 
 // attach adds a cursor for conn. resume is the seq after the last event
 // written to this peer on an earlier connection (0: none, no replay).
@@ -180,7 +232,7 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *po
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.ring
-	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next}
+	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next, check: h.cfg.Ingest.Check(pol)}
 	if resume != 0 && resume < h.accountFrom {
 		resume = h.accountFrom // the events before belong to the old account
 	}
@@ -193,6 +245,7 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *po
 		if from < r.first {
 			lost, from = r.first-from, r.first
 		}
+		kept := from // lost from here on count only what the peer's checks pass
 		oldest := time.Now().Add(-maxAge).UnixNano()
 		for from < r.next && r.get(from).at < oldest {
 			from++
@@ -209,11 +262,14 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *po
 			lost++
 		}
 		c.next = from
+		if c.check != nil {
+			lost -= (from - kept) - h.passing(c.check, kept, from)
+		}
 		if lost > 0 {
 			st.M.ReplayLost.Add(float64(lost))
 			h.log.Warn("events missed while away are no longer kept for replay", "name", st.Name, "lost", lost)
 		}
-		if n := r.next - from; n > 0 {
+		if n := h.passing(c.check, from, r.next); n > 0 {
 			st.M.Replayed.Add(float64(n))
 			h.log.Info("replaying missed events", "name", st.Name, "events", n)
 		}
@@ -225,6 +281,21 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *po
 	h.cursors[c] = struct{}{}
 	h.publish()
 	return c
+}
+
+// passing counts the events in [from, to) that check lets through (for
+// replay's counts, once a reconnect). h.mu held.
+func (h *Hub) passing(check *policy.Check, from, to uint64) uint64 {
+	if check == nil {
+		return to - from
+	}
+	n := uint64(0)
+	for s := from; s < to; s++ {
+		if e := h.ring.get(s); check.Pass(e.frame, e.ev) {
+			n++
+		}
+	}
+	return n
 }
 
 // detach removes c and returns the seq after the last event written through

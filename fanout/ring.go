@@ -1,5 +1,7 @@
 package fanout
 
+import "github.com/obmux/obmux/policy"
+
 // ring holds the most recent events, bounded in count and bytes (a frame
 // counts its capacity: the memory it holds). Sequence
 // numbers start at 1 and grow forever; seq s lives at entries[s%len].
@@ -15,8 +17,9 @@ type ring struct {
 
 type entry struct {
 	frame []byte
-	at    int64 // unix nanoseconds when pushed
-	cum   int64 // ring.total after this entry was pushed
+	ev    *policy.Event // what the bots' policies read of it; nil: none needed
+	at    int64         // unix nanoseconds when pushed
+	cum   int64         // ring.total after this entry was pushed
 }
 
 func newRing(count int, maxBytes int64) *ring {
@@ -25,13 +28,13 @@ func newRing(count int, maxBytes int64) *ring {
 
 // push appends frame and evicts the oldest events beyond the bounds (the
 // newest is always kept). It returns the new event's seq.
-func (r *ring) push(frame []byte, now int64) uint64 {
+func (r *ring) push(frame []byte, ev *policy.Event, now int64) uint64 {
 	n := uint64(len(r.entries))
 	if r.next-r.first == n {
 		r.evict()
 	}
 	r.total += int64(cap(frame))
-	r.entries[r.next%n] = entry{frame: frame, at: now, cum: r.total}
+	r.entries[r.next%n] = entry{frame: frame, ev: ev, at: now, cum: r.total}
 	r.bytes += int64(cap(frame))
 	seq := r.next
 	r.next++

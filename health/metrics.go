@@ -88,6 +88,7 @@ type Metrics struct {
 	heartbeats  *prometheus.CounterVec
 	replayed    *prometheus.CounterVec
 	replayLost  *prometheus.CounterVec
+	filtered    *prometheus.CounterVec
 	lastEvent   prometheus.Gauge
 }
 
@@ -125,6 +126,8 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Events a target missed while away and received after it reconnected."}, []string{"name"}),
 		replayLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_replay_lost_total",
 			Help: "Events a target missed that were no longer in the replay buffer (too many or too old)."}, []string{"name"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_filtered_events_total",
+			Help: "Upstream events a bot's policy held back from it (GROUPS, GROUPS_DENY, USERS_DENY, FILTER, SELF_MESSAGES)."}, []string{"name"}),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
 			Help: "Unix time of the last event read from the upstream."}),
 	}
@@ -132,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		Help: "Always 1; the labels say which obmux this is."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.up, m.connects, m.disconnects, m.frames, m.bytes, m.dropped, m.apiRequests,
-		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.lastEvent, build,
+		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.filtered, m.lastEvent, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -156,6 +159,7 @@ type ConnMetrics struct {
 	Heartbeats  prometheus.Counter
 	Replayed    prometheus.Counter
 	ReplayLost  prometheus.Counter
+	Filtered    prometheus.Counter
 }
 
 // Conn binds the children of role and name.
@@ -171,6 +175,7 @@ func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
 		Heartbeats:  m.heartbeats.WithLabelValues(r, name),
 		Replayed:    m.replayed.WithLabelValues(name),
 		ReplayLost:  m.replayLost.WithLabelValues(name),
+		Filtered:    m.filtered.WithLabelValues(name),
 	}
 	for i := range c.Disconnects {
 		c.Disconnects[i] = m.disconnects.WithLabelValues(r, name, Reason(i).String())

@@ -9,16 +9,32 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/obmux/obmux/onebot"
 )
 
 // Policy is one bot's policy, set from its variables (see Vars).
 type Policy struct {
+	// Groups, when not empty, lets an event with a group_id through only
+	// from these groups; GroupsDeny never from these. UsersDeny holds back
+	// every event whose user_id is one of these. Sorted.
+	Groups, GroupsDeny, UsersDeny []int64
+	// Filter, when not nil, lets through only the events it matches.
+	Filter *onebot.Filter
+	// NoSelfMessages holds back message_sent events and message events
+	// whose user_id is the account's own (SELF_MESSAGES=false).
+	NoSelfMessages bool
 	// ReplayMaxAge, when not nil, replaces OBMUX_REPLAY_MAX_AGE for this
 	// bot: an event older than this is not replayed after a reconnect, and
 	// 0 turns replay off.
 	ReplayMaxAge *time.Duration
+
+	filterVar string // the suffix that set Filter
 }
 
 // Var is one per-bot variable: OBMUX_TARGET_<NAME>_<Suffix> for a target,
@@ -34,6 +50,25 @@ type Var struct {
 
 // Vars are the per-bot variables, one row each.
 var Vars = []Var{
+	{Suffix: "GROUPS", Forward: true, Set: func(p *Policy, v string) error { return ids(&p.Groups, v, "group") }},
+	{Suffix: "GROUPS_DENY", Forward: true, Set: func(p *Policy, v string) error { return ids(&p.GroupsDeny, v, "group") }},
+	{Suffix: "USERS_DENY", Forward: true, Set: func(p *Policy, v string) error { return ids(&p.UsersDeny, v, "QQ") }},
+	{Suffix: "FILTER", Forward: true, Set: func(p *Policy, v string) error { return p.setFilter("FILTER", []byte(v)) }},
+	{Suffix: "FILTER_FILE", Forward: true, Set: func(p *Policy, v string) error {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return fmt.Errorf("cannot read the filter: %w", err)
+		}
+		return p.setFilter("FILTER_FILE", b)
+	}},
+	{Suffix: "SELF_MESSAGES", Forward: true, Set: func(p *Policy, v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("not a boolean (true or false)")
+		}
+		p.NoSelfMessages = !on
+		return nil
+	}},
 	{Suffix: "REPLAY_MAX_AGE", Set: func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -42,6 +77,41 @@ var Vars = []Var{
 		p.ReplayMaxAge = &d
 		return nil
 	}},
+}
+
+// ids parses a comma-separated list of QQ numbers into *dst, sorted.
+func ids(dst *[]int64, v, what string) error {
+	*dst = nil
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%q is not a %s number (give them comma-separated: 111,222)", f, what)
+		}
+		*dst = append(*dst, n)
+	}
+	slices.Sort(*dst)
+	return nil
+}
+
+func (p *Policy) setFilter(suffix string, src []byte) error {
+	if p.filterVar != "" {
+		return fmt.Errorf("set only one of _FILTER and _FILTER_FILE (_%s is set too)", p.filterVar)
+	}
+	f, err := onebot.ParseFilter(src)
+	if err != nil {
+		return fmt.Errorf("the filter does not parse: %w", err)
+	}
+	p.Filter, p.filterVar = f, suffix
+	return nil
+}
+
+// inspects reports whether p looks into events at all.
+func (p *Policy) inspects() bool {
+	return len(p.Groups)+len(p.GroupsDeny)+len(p.UsersDeny) > 0 || p.Filter != nil || p.NoSelfMessages
 }
 
 // Suffixes returns the suffixes of Vars, for forward-WS clients only when

@@ -19,6 +19,7 @@ import (
 	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/fanout"
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
@@ -55,6 +56,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	backoff := health.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
 	ua := "obmux/" + version
 
+	policies := []*policy.Policy{&cfg.Forward}
+	for i := range cfg.Targets {
+		policies = append(policies, &cfg.Targets[i].Policy)
+	}
 	// Every call in flight counts against its caller's limits and, all
 	// together, against the upstream queue's byte bound, which therefore
 	// never refuses one.
@@ -63,7 +68,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	hub := fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
-		Conn: peerCfg, Backoff: backoff, UserAgent: ua}, router, mon, log)
+		Conn: peerCfg, Backoff: backoff, UserAgent: ua, Ingest: policy.NewIngest(policies...)}, router, mon, log)
 	upCfg := connCfg
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	// The upstream's queue holds every caller's calls: each caller has at
