@@ -366,27 +366,22 @@ func fieldTag(field string) string {
 	return tag
 }
 
-func checkWSURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "not a URL: " + err.Error()
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return "must be a ws:// or wss:// URL"
-	}
-	if u.Host == "" {
-		return "has no host"
-	}
-	return ""
-}
+func checkWSURL(s string) string { return checkURL(s, "must be a ws:// or wss:// URL", "ws", "wss") }
 
 func checkHTTPURL(s string) string {
+	return checkURL(s, "must be an http:// or https:// URL", "http", "https")
+}
+
+// checkURL says what is wrong with s as a URL with one of two schemes
+// (wrongScheme when it has neither); url.Parse's error quotes the URL, so it
+// is redacted.
+func checkURL(s, wrongScheme, scheme, secure string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return "not a URL: " + wsconn.RedactText(err.Error())
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "must be an http:// or https:// URL"
+	if u.Scheme != scheme && u.Scheme != secure {
+		return wrongScheme
 	}
 	if u.Host == "" {
 		return "has no host"
