@@ -43,7 +43,7 @@ type Config struct {
 	// HeartbeatInterval is each peer's OneBot heartbeat period (0: none).
 	HeartbeatInterval time.Duration
 	Conn              wsconn.Config
-	Backoff           health.Backoff
+	Backoff           wsconn.Backoff
 	UserAgent         string
 	// Ingest extracts what the peers' policies read of each event, once
 	// (policy.NewIngest of every target's and the forward clients'
@@ -351,10 +351,10 @@ type serveOpts struct {
 	policy                 *policy.Policy // nil: the zero Policy
 }
 
-// serve runs one peer connection until it ends and returns why it ended and
+// serve runs one peer connection until it ends and returns how it ended and
 // the resume point for replay. It refuses (returns at once) while the hub is
 // closing.
-func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *health.Stats, o serveOpts) (health.Reason, error, uint64) {
+func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *health.Stats, o serveOpts) (wsconn.Served, uint64) {
 	conn := wsconn.New(ws, raw, st, h.log.With("role", st.Role, "name", st.Name), h.cfg.Conn)
 	if o.policy == nil {
 		o.policy = &policy.Policy{}
@@ -371,7 +371,7 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	if h.closing {
 		h.mu.Unlock()
 		ws.CloseNow() // shutting down: no time to wait for a handshake
-		return health.ReasonShutdown, nil, o.resume
+		return wsconn.Served{Reason: health.ReasonShutdown}, o.resume
 	}
 	h.peers[p] = struct{}{}
 	h.running.Add(1)
@@ -396,7 +396,7 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	h.mu.Lock()
 	delete(h.peers, p)
 	h.mu.Unlock()
-	return reason, err, resume
+	return wsconn.Served{Reason: reason, Err: err}, resume
 }
 
 // Close ends every peer gracefully: lifecycle disable, then close 1001

@@ -92,8 +92,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer stats.Untrack()
 	log := s.hub.log.With("role", "client", "name", path, "remote", r.RemoteAddr)
 	log.Info("client connected")
-	reason, err, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
-	log.Info("client disconnected", "reason", reason.String(), "error", err)
+	end, _ := s.hub.serve(context.WithoutCancel(r.Context()), ws, raw, stats, o)
+	log.Info("client disconnected", "reason", end.Reason.String(), "error", end.Err)
 }
 
 // admit counts one more client, or reports false when MaxClients are

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/policy"
@@ -31,12 +34,11 @@ type TargetConfig struct {
 // Target dials one framework's reverse-WS server, keeps it connected, and
 // resumes it where it left off after a reconnect.
 type Target struct {
-	cfg     TargetConfig
-	hub     *Hub
-	stats   *health.Stats
-	log     *slog.Logger
-	dialLog health.FailureLog
-	resume  uint64 // seq after the last event written to it; 0 before the first connect
+	cfg    TargetConfig
+	hub    *Hub
+	stats  *health.Stats
+	log    *slog.Logger
+	resume uint64 // seq after the last event written to it; 0 before the first connect
 }
 
 // NewTarget returns a Target fed by hub.
@@ -49,40 +51,39 @@ func (h *Hub) NewTarget(cfg TargetConfig) *Target {
 // backoff until ctx is done or the hub closes. A change of self_id ends the
 // connection (lifecycle disable, close 1000) and redials with the new one.
 func (t *Target) Run(ctx context.Context) {
-	t.hub.cfg.Backoff.Loop(ctx, func(ctx context.Context) bool {
-		selfID, ok := t.waitSelfID(ctx)
-		if !ok || t.hub.Closing() {
-			return false
-		}
-		h := http.Header{
-			"X-Self-ID":     {strconv.FormatInt(selfID, 10)},
-			"X-Client-Role": {"Universal"},
-			"User-Agent":    {t.hub.cfg.UserAgent},
-		}
-		if t.cfg.Token != "" {
-			h.Set("Authorization", "Bearer "+t.cfg.Token)
-		}
-		ws, raw, err := wsconn.Dial(ctx, t.cfg.URL, h)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.stats.Failed(err)
-				t.dialLog.Log(t.log, "cannot connect to target", err, t.hint(err))
+	var selfID int64 // the self_id of the last handshake
+	r := wsconn.Redial{URL: t.cfg.URL, Backoff: t.hub.cfg.Backoff, Stats: t.stats, Log: t.log,
+		Header: func(ctx context.Context) (http.Header, bool) {
+			id, ok := t.waitSelfID(ctx)
+			if !ok || t.hub.Closing() {
+				return nil, false
 			}
-			return false
-		}
-		t.dialLog.Reset()
-		t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
+			selfID = id
+			return t.header(id), true
+		},
+		Serve: func(ctx context.Context, ws *websocket.Conn, raw io.Closer) wsconn.Served {
+			t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
+			end, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID,
+				resume: t.resume, policy: &t.cfg.Policy})
+			t.resume = resume
+			return end
+		},
+		DialFailed: "cannot connect to target", DialHint: t.hint,
+		Disconnected: "target disconnected", CloseHint: closeHint}
+	r.Run(ctx)
+}
 
-		reason, err, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID, resume: t.resume,
-			policy: &t.cfg.Policy})
-		t.resume = resume
-		level := slog.LevelWarn
-		if reason == health.ReasonShutdown {
-			level = slog.LevelInfo
-		}
-		t.log.Log(ctx, level, "target disconnected", "reason", reason.String(), "error", err, "hint", closeHint(err))
-		return true
-	})
+// header is the handshake's header for selfID.
+func (t *Target) header(selfID int64) http.Header {
+	h := http.Header{
+		"X-Self-ID":     {strconv.FormatInt(selfID, 10)},
+		"X-Client-Role": {"Universal"},
+		"User-Agent":    {t.hub.cfg.UserAgent},
+	}
+	if t.cfg.Token != "" {
+		h.Set("Authorization", "Bearer "+t.cfg.Token)
+	}
+	return h
 }
 
 // waitSelfID waits until the upstream's self_id is known.

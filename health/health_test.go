@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -13,22 +12,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func TestBackoffStaysWithinBounds(t *testing.T) {
-	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
-	for attempt := range 20 {
-		limit := min(b.Min<<attempt, b.Max)
-		if attempt > 5 {
-			limit = b.Max
-		}
-		for range 50 {
-			d := b.Delay(attempt)
-			if d < b.Min || d > limit {
-				t.Fatalf("Delay(%d) = %v, want within [%v, %v]", attempt, d, b.Min, limit)
-			}
-		}
-	}
-}
 
 func TestReadyzFollowsReadiness(t *testing.T) {
 	reg := prometheus.NewRegistry()

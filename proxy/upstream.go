@@ -45,7 +45,7 @@ type UpstreamConfig struct {
 	SelfID    int64
 	UserAgent string
 	Conn      wsconn.Config
-	Backoff   health.Backoff
+	Backoff   wsconn.Backoff
 	// Account, if not nil, is told what the upstream reports about the QQ
 	// account (heartbeat status, bot_offline, lifecycle disable/enable).
 	Account *health.Account
@@ -69,7 +69,6 @@ type Upstream struct {
 	stats     *health.Stats
 	log       *slog.Logger
 	lastEvent prometheus.Gauge
-	dialLog   health.FailureLog
 
 	learning atomic.Bool // the current connection has not told its self_id yet
 
@@ -129,23 +128,23 @@ func (u *Upstream) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	u.cfg.Backoff.Loop(ctx, func(ctx context.Context) bool {
-		h := http.Header{"User-Agent": {u.cfg.UserAgent}}
-		if u.cfg.Token != "" {
-			h.Set("Authorization", "Bearer "+u.cfg.Token)
-		}
-		ws, raw, err := wsconn.Dial(ctx, u.cfg.URL, h)
-		if err != nil {
-			if ctx.Err() == nil {
-				u.stats.Failed(err)
-				u.dialLog.Log(u.log, "cannot reach the upstream", err, upstreamHint(err, u.cfg.Token != ""))
-			}
-			return false
-		}
-		u.dialLog.Reset()
-		u.serve(ctx, ws, raw, 0)
-		return true
-	})
+	r := wsconn.Redial{URL: u.cfg.URL, Backoff: u.cfg.Backoff, Stats: u.stats, Log: u.log,
+		Header: func(context.Context) (http.Header, bool) { return u.header(), true },
+		Serve: func(ctx context.Context, ws *websocket.Conn, raw io.Closer) wsconn.Served {
+			return u.serve(ctx, ws, raw, 0)
+		},
+		DialFailed: "cannot reach the upstream", DialHint: func(err error) string { return upstreamHint(err, u.cfg.Token != "") },
+		Disconnected: "upstream disconnected"}
+	r.Run(ctx)
+}
+
+// header is the handshake's header when obmux dials the upstream.
+func (u *Upstream) header() http.Header {
+	h := http.Header{"User-Agent": {u.cfg.UserAgent}}
+	if u.cfg.Token != "" {
+		h.Set("Authorization", "Bearer "+u.cfg.Token)
+	}
+	return h
 }
 
 func upstreamHint(err error, haveToken bool) string {
@@ -211,11 +210,12 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.log.Warn("upstream upgrade failed", "error", err, "remote", r.RemoteAddr)
 		return
 	}
-	u.serve(context.WithoutCancel(r.Context()), ws, raw, declared)
+	ctx := context.WithoutCancel(r.Context())
+	u.serve(ctx, ws, raw, declared).Log(ctx, u.log, "upstream disconnected")
 }
 
-// serve runs one upstream connection until it ends.
-func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, declared int64) {
+// serve runs one upstream connection until it ends and returns how it ended.
+func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, declared int64) wsconn.Served {
 	c := wsconn.New(ws, raw, u.stats, u.log, u.cfg.Conn)
 	done := make(chan struct{})
 	defer close(done)
@@ -233,7 +233,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	if u.closed {
 		u.mu.Unlock()
 		ws.CloseNow()
-		return
+		return wsconn.Served{Reason: health.ReasonShutdown}
 	}
 	u.conn, u.done = c, done
 	u.learning.Store(true)
@@ -271,11 +271,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 		// every call pending now was sent on c.
 		u.router.UpstreamDown()
 	}
-	level := slog.LevelWarn
-	if reason == health.ReasonShutdown {
-		level = slog.LevelInfo
-	}
-	u.log.Log(ctx, level, "upstream disconnected", "reason", reason.String(), "error", err)
+	return wsconn.Served{Reason: reason, Err: err}
 }
 
 func mustScan(s string) onebot.Frame {

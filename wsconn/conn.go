@@ -477,13 +477,13 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 	}
 	pingDone := make(chan error, 1)
 	pinging := false
-	ping := func() {
+	startPing := func() {
 		if pinging {
 			return
 		}
 		pinging = true
 		c.pings.Go(func() {
-			rtt, err := health.Ping(c.ws, c.cfg.PingTimeout)
+			rtt, err := ping(c.ws, c.cfg.PingTimeout)
 			if err == nil {
 				c.st.RTT(rtt)
 			}
@@ -496,9 +496,9 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		switch {
 		case err == nil:
 			return 0, nil, true
-		case errors.Is(err, health.ErrKeepaliveTimeout) && c.isHeld():
+		case errors.Is(err, ErrKeepaliveTimeout) && c.isHeld():
 			return 0, nil, true // the reader is paused: the pong waits unread
-		case errors.Is(err, health.ErrKeepaliveTimeout):
+		case errors.Is(err, ErrKeepaliveTimeout):
 			return health.ReasonKeepaliveTimeout, err, false
 		}
 		return health.ReasonWriteError, err, false
@@ -533,7 +533,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 				return writeErr(err)
 			}
 		case <-pingTick:
-			ping()
+			startPing()
 		case err := <-pingDone:
 			if reason, err, ok := pinged(err); !ok {
 				return reason, err
@@ -587,7 +587,7 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 				return writeErr(err)
 			}
 		case <-pingTick:
-			ping()
+			startPing()
 		case err := <-pingDone:
 			if reason, err, ok := pinged(err); !ok {
 				return reason, err

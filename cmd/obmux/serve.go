@@ -53,7 +53,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	// number of connections (the upstream, one connection, has its own).
 	peerCfg := connCfg
 	peerCfg.ReadBudget = wsconn.NewReadBudget(readBudgetMessages * cfg.MaxMessageBytes)
-	backoff := health.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
+	backoff := wsconn.Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}
 	ua := "obmux/" + version
 
 	policies := []*policy.Policy{&cfg.Forward}

@@ -1,4 +1,4 @@
-package health
+package wsconn
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package health
+package wsconn
 
 import (
 	"context"
@@ -9,15 +9,16 @@ import (
 	"github.com/coder/websocket"
 )
 
-// ErrKeepaliveTimeout is returned by Ping when a pong did not arrive in time.
+// ErrKeepaliveTimeout ends a connection whose keepalive pong did not arrive
+// in time.
 var ErrKeepaliveTimeout = errors.New("keepalive timeout")
 
-// Ping sends one WebSocket ping on ws and waits up to timeout for its pong.
+// ping sends one WebSocket ping on ws and waits up to timeout for its pong.
 // It returns the round trip, ErrKeepaliveTimeout (wrapped) when the pong is
 // late, or the ping's own error (such as a closed connection). A concurrent
 // reader must be running on ws: coder/websocket only sees pongs through it.
 // A late pong does not close ws.
-func Ping(ws *websocket.Conn, timeout time.Duration) (time.Duration, error) {
+func ping(ws *websocket.Conn, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()

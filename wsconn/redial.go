@@ -1,0 +1,101 @@
+package wsconn
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/health"
+)
+
+// Served is how one connection that Redial dialed ended: what its Serve
+// returns.
+type Served struct {
+	// Reason and Err say why the connection ended, as Conn.Run returns them.
+	Reason health.Reason
+	Err    error
+}
+
+// Log logs the end of the connection as msg with attrs after its reason and
+// error: at info for a shutdown, at warn for any other end.
+func (s Served) Log(ctx context.Context, log *slog.Logger, msg string, attrs ...any) {
+	level := slog.LevelWarn
+	if s.Reason == health.ReasonShutdown {
+		level = slog.LevelInfo
+	}
+	log.Log(ctx, level, msg, append([]any{"reason", s.Reason.String(), "error", s.Err}, attrs...)...)
+}
+
+// Redial keeps one dialed connection up: it builds the handshake's headers,
+// dials, records and logs a failed dial (once per change of error), backs
+// off, serves the connection until it ends, logs how it ended, and dials
+// again. The upstream (dial mode) and every reverse-WS target are a Redial.
+type Redial struct {
+	// URL is the address dialed.
+	URL     string
+	Backoff Backoff
+	// Header returns the headers of the next handshake; false skips the
+	// attempt (ctx is done, or there is nothing to dial for yet), which
+	// then counts as a failed one for the backoff but is not logged.
+	Header func(ctx context.Context) (http.Header, bool)
+	// Serve runs one dialed connection until it ends.
+	Serve func(ctx context.Context, ws *websocket.Conn, raw io.Closer) Served
+	// Stats records every failed dial; Log receives the messages.
+	Stats *health.Stats
+	Log   *slog.Logger
+	// DialFailed is the message of a failed dial and DialHint explains one.
+	DialFailed string
+	DialHint   func(err error) string
+	// Disconnected is the message of a connection's end; CloseHint, if not
+	// nil, explains one (its "hint").
+	Disconnected string
+	CloseHint    func(err error) string
+}
+
+// Run dials and serves until ctx is done.
+func (r *Redial) Run(ctx context.Context) {
+	var failures health.FailureLog
+	r.Backoff.Loop(ctx, func(ctx context.Context) bool { return r.attempt(ctx, &failures) })
+}
+
+// attempt is one turn of Run: dial, then serve. It reports whether it
+// connected (see Backoff.Loop).
+func (r *Redial) attempt(ctx context.Context, failures *health.FailureLog) bool {
+	h, ok := r.Header(ctx)
+	if !ok {
+		return false
+	}
+	ws, raw, err := Dial(ctx, r.URL, h)
+	if err != nil {
+		r.dialFailed(ctx, failures, err)
+		return false
+	}
+	return r.served(ctx, failures, r.Serve(ctx, ws, raw))
+}
+
+// dialFailed records and logs a dial that failed with err (a repeat of the
+// last error at debug), unless ctx ended it.
+func (r *Redial) dialFailed(ctx context.Context, failures *health.FailureLog, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.Stats.Failed(err)
+	failures.Log(r.Log, r.DialFailed, err, r.DialHint(err))
+}
+
+// served logs how a dialed connection ended and reports whether the attempt
+// counts as connected. This is the one place that judges a served
+// connection: a session that ends too soon to count as connected would be
+// recorded with dialFailed here and return false.
+func (r *Redial) served(ctx context.Context, failures *health.FailureLog, end Served) bool {
+	failures.Reset()
+	var attrs []any
+	if r.CloseHint != nil {
+		attrs = append(attrs, "hint", r.CloseHint(end.Err))
+	}
+	end.Log(ctx, r.Log, r.Disconnected, attrs...)
+	return true
+}
