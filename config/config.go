@@ -179,7 +179,7 @@ func Load(environ []string) (Config, error) {
 			continue
 		}
 		if p := checkWSURL(t.URL); p != "" {
-			problems = append(problems, fmt.Sprintf("%s_URL=%q: %s", t.EnvPrefix, t.URL, p))
+			problems = append(problems, fmt.Sprintf("%s_URL=%q: %s", t.EnvPrefix, wsconn.RedactURL(t.URL), p))
 		}
 		cfg.Targets = append(cfg.Targets, *t)
 	}
@@ -196,7 +196,7 @@ func Load(environ []string) (Config, error) {
 	}
 	if cfg.UpstreamURL != "" {
 		if p := checkWSURL(cfg.UpstreamURL); p != "" {
-			bad("UPSTREAM_URL", strconv.Quote(cfg.UpstreamURL), p)
+			bad("UPSTREAM_URL", strconv.Quote(wsconn.RedactURL(cfg.UpstreamURL)), p)
 		}
 	} else {
 		if p := checkAddr(cfg.UpstreamListen); p != "" {
@@ -366,6 +366,9 @@ func fieldTag(field string) string {
 	return tag
 }
 
+// quoted is a quoted part of a URL in url.Parse's error.
+var quoted = regexp.MustCompile(`"[^"]*"`)
+
 func checkWSURL(s string) string { return checkURL(s, "must be a ws:// or wss:// URL", "ws", "wss") }
 
 func checkHTTPURL(s string) string {
@@ -373,12 +376,17 @@ func checkHTTPURL(s string) string {
 }
 
 // checkURL says what is wrong with s as a URL with one of two schemes
-// (wrongScheme when it has neither); url.Parse's error quotes the URL, so it
-// is redacted.
+// (wrongScheme when it has neither). url.Parse's error quotes the URL and
+// parts of it (a malformed password may be one): only its reason is kept,
+// with what it quotes hidden; the caller shows the URL redacted.
 func checkURL(s, wrongScheme, scheme, secure string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "not a URL: " + wsconn.RedactText(err.Error())
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "not a URL: " + quoted.ReplaceAllString(err.Error(), `"`+wsconn.Redacted+`"`)
 	}
 	if u.Scheme != scheme && u.Scheme != secure {
 		return wrongScheme

@@ -62,7 +62,7 @@ func (t *Target) Run(ctx context.Context) {
 			return t.header(id), true
 		},
 		Serve: func(ctx context.Context, ws *websocket.Conn, raw io.Closer) wsconn.Served {
-			t.log.Info("target connected", "url", t.cfg.URL, "self_id", selfID)
+			t.log.Info("target connected", "url", wsconn.RedactURL(t.cfg.URL), "self_id", selfID)
 			end, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID,
 				resume: t.resume, policy: &t.cfg.Policy})
 			t.resume = resume

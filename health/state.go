@@ -11,6 +11,11 @@ import (
 // Monitor tracks every connection obmux holds, for the health endpoints and
 // the metrics. It is safe for concurrent use.
 type Monitor struct {
+	// Redact, if set before the monitor is used, is applied to every error
+	// text it keeps, so that /readyz, /healthz, the status page and
+	// notifications never show a URL's query or userinfo.
+	Redact func(string) string
+
 	metrics *Metrics
 	mu      sync.Mutex
 	conns   map[*Stats]struct{}
@@ -79,7 +84,7 @@ func (s *Stats) Down(reason Reason, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		s.lastErr = err.Error()
+		s.lastErr = s.mon.errText(err)
 	}
 	if !s.connected {
 		return
@@ -95,10 +100,18 @@ func (s *Stats) Down(reason Reason, err error) {
 func (s *Stats) Failed(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastErr = err.Error()
+	s.lastErr = s.mon.errText(err)
 	if s.since.IsZero() {
 		s.since = time.Now()
 	}
+}
+
+// errText is err's text as the monitor keeps it: redacted.
+func (mon *Monitor) errText(err error) string {
+	if mon.Redact == nil {
+		return err.Error()
+	}
+	return mon.Redact(err.Error())
 }
 
 // RTT records a keepalive round trip.

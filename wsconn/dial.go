@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -64,26 +62,12 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	return ws, raw, nil
 }
 
-// redactedError hides URL queries (they may hold access_token) in the text
-// of the error it wraps.
+// redactedError hides URL queries and userinfo (they may hold access_token
+// or a password) in the text of the error it wraps.
 type redactedError struct{ err error }
-
-var urlQuery = regexp.MustCompile(`\?[^\s"]*`)
 
 func (e *redactedError) Error() string { return RedactText(e.err.Error()) }
 func (e *redactedError) Unwrap() error { return e.err }
-
-// RedactText hides every URL query in s (an error's text), for logs and
-// the status page.
-func RedactText(s string) string { return urlQuery.ReplaceAllString(s, "?…") }
-
-// RedactURL drops the query (it may hold access_token) from a URL, for logs.
-func RedactURL(url string) string {
-	if i := strings.IndexByte(url, '?'); i >= 0 {
-		return url[:i] + "?…"
-	}
-	return url
-}
 
 // Accept upgrades an HTTP request to a WebSocket connection and returns it
 // with the network connection under it.

@@ -42,6 +42,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	reg := prometheus.NewRegistry()
 	metrics := health.NewMetrics(reg, version)
 	mon := health.NewMonitor(metrics)
+	mon.Redact = wsconn.RedactText
 	acct := health.NewAccount(reg)
 	started := time.Now()
 
@@ -213,7 +214,7 @@ func describeUpstream(cfg config.Config, a listenAddrs) string {
 }
 
 // newLogger builds the logger: tint text on a terminal (auto) or when asked,
-// JSON otherwise.
+// JSON otherwise; every line is redacted (redactHandler).
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
@@ -225,9 +226,9 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 		}
 	}
 	if format == "text" {
-		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+		return slog.New(redactHandler{tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly})})
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(redactHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 }
 
 // isTerminal reports whether f is a character device (a terminal); tint does
