@@ -57,6 +57,35 @@ func TestPolicyVariables(t *testing.T) {
 			t.Errorf("error does not say %q:\n%v", want, err)
 		}
 	}
+	// API permissions: every bad pattern named at once, the API_ suffixes
+	// read for targets (even a target named API) and forward clients.
+	cfg, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_API_ALLOW=get_*,can_*",
+		"OBMUX_TARGET_API_URL=ws://b", "OBMUX_TARGET_API_API_DENY=set_group_kick", "OBMUX_FORWARD_API_DENY=send_*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Targets[0].Policy.API.Allow; len(a) != 2 || a[1] != "can_*" {
+		t.Errorf("OBMUX_TARGET_A_API_ALLOW read as %q", a)
+	}
+	if d := cfg.Targets[1].Policy.API.Deny; cfg.Targets[1].Name != "api" || len(d) != 1 || d[0] != "set_group_kick" {
+		t.Errorf("OBMUX_TARGET_API_API_DENY read as %s %q", cfg.Targets[1].Name, d)
+	}
+	if d := cfg.Forward.API.Deny; len(d) != 1 || d[0] != "send_*" {
+		t.Errorf("OBMUX_FORWARD_API_DENY read as %q", d)
+	}
+	_, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_API_ALLOW=get_* can_*", "OBMUX_TARGET_A_API_DENY=send_msg_async",
+		"OBMUX_FORWARD_API_ALLOW=get/status", "OBMUX_FORWARD_API_DENY=*_rate_limited", "OBMUX_TARGET_A_API_ALOW=get_*"})
+	for _, want := range []string{
+		`OBMUX_TARGET_A_API_ALLOW="get_* can_*": "get_* can_*" is not an action name or pattern`,
+		`OBMUX_TARGET_A_API_DENY="send_msg_async": "send_msg_async": the _async suffix is stripped`,
+		`OBMUX_FORWARD_API_ALLOW="get/status": "get/status" is not an action name`,
+		`OBMUX_FORWARD_API_DENY="*_rate_limited": "*_rate_limited": the _rate_limited suffix is stripped`,
+		`OBMUX_TARGET_A_API_ALOW: not an obmux variable`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
 	if why := CheckName("OBMUX_TARGET_X_REPLAY_MAX_AGE"); why != "" {
 		t.Errorf("CheckName refuses a policy variable: %s", why)
 	}

@@ -328,7 +328,11 @@ func (p *peer) handle(b []byte) onebot.Kind {
 	f, kind, err := onebot.Classify(b)
 	switch {
 	case kind == onebot.KindAPIRequest && p.api:
-		p.hub.router.Request(p, b, f)
+		if action := onebot.BaseAction(b, f); !p.policy.API.Permits(action) {
+			p.hub.router.Forbid(p, b, f, action)
+		} else {
+			p.hub.router.Request(p, b, f)
+		}
 		return kind
 	case kind == onebot.KindAPIRequest:
 		p.hub.router.Reject(p, b, f, "this endpoint serves events only: call the API on / or /api")

@@ -65,10 +65,11 @@ const (
 	OutcomeFailed
 	OutcomeTimeout
 	OutcomeUpstreamDown
+	OutcomeForbidden
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"ok", "failed", "timeout", "upstream_down"}
+var outcomeNames = [numOutcomes]string{"ok", "failed", "timeout", "upstream_down", "forbidden"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 

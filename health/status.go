@@ -81,6 +81,7 @@ type APIStatus struct {
 	Failed       float64 `json:"failed"`
 	Timeout      float64 `json:"timeout"`
 	UpstreamDown float64 `json:"upstream_down"`
+	Forbidden    float64 `json:"forbidden"`
 	// AvgSeconds is the mean latency since obmux started; P99Seconds the
 	// upper bound of the histogram bucket that holds the 99th percentile.
 	AvgSeconds float64 `json:"avg_seconds"`
@@ -215,7 +216,8 @@ func connStatus(s *Stats, redact func(string) string) ConnStatus {
 	// When obmux_filtered_events_total lands in ConnMetrics:
 	// cs.Filtered = new(counterValue(m.Filtered))
 	cs.API = APIStatus{OK: counterValue(m.API[OutcomeOK]), Failed: counterValue(m.API[OutcomeFailed]),
-		Timeout: counterValue(m.API[OutcomeTimeout]), UpstreamDown: counterValue(m.API[OutcomeUpstreamDown])}
+		Timeout: counterValue(m.API[OutcomeTimeout]), UpstreamDown: counterValue(m.API[OutcomeUpstreamDown]),
+		Forbidden: counterValue(m.API[OutcomeForbidden])}
 	cs.API.AvgSeconds, cs.API.P99Seconds = latency(m.APIDuration)
 	cs.Replayed = counterValue(m.Replayed)
 	cs.ReplayLost = counterValue(m.ReplayLost)

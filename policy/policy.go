@@ -33,6 +33,8 @@ type Policy struct {
 	// bot: an event older than this is not replayed after a reconnect, and
 	// 0 turns replay off.
 	ReplayMaxAge *time.Duration
+	// API is which API actions the bot may call (API_ALLOW, API_DENY).
+	API ACL
 
 	filterVar string // the suffix that set Filter
 }
@@ -69,6 +71,8 @@ var Vars = []Var{
 		p.NoSelfMessages = !on
 		return nil
 	}},
+	{Suffix: "API_ALLOW", Forward: true, Set: func(p *Policy, v string) error { return patterns(&p.API.Allow, v) }},
+	{Suffix: "API_DENY", Forward: true, Set: func(p *Policy, v string) error { return patterns(&p.API.Deny, v) }},
 	{Suffix: "REPLAY_MAX_AGE", Set: func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {

@@ -32,10 +32,11 @@ type Caller interface {
 // back. Every call gets exactly one final response: the upstream's, or one of
 // obmux's own failures. It is safe for concurrent use.
 type Router struct {
-	timeout  time.Duration
-	lim      Limits
-	log      *slog.Logger
-	timeouts health.FailureLog // a run of timeouts is logged once
+	timeout   time.Duration
+	lim       Limits
+	log       *slog.Logger
+	timeouts  health.FailureLog // a run of timeouts is logged once
+	forbidden forbidLog         // refused actions already logged
 
 	mu      sync.Mutex
 	send    func(frame []byte) error

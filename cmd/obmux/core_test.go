@@ -232,7 +232,7 @@ func TestAPIFailuresObmuxAnswers(t *testing.T) {
 	eventually(t, "upstream up", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 1 })
 
 	p.Send(ctxT(t), []byte(`{"action":"get_status","echo":{"seq":7}}`))
-	want := `{"status":"failed","retcode":1504,"data":null,"message":"upstream timeout","echo":{"seq":7}}`
+	want := `{"status":"failed","retcode":1504,"data":null,"message":"upstream timeout","wording":"upstream timeout","echo":{"seq":7}}`
 	if got := nextEvent(t, p); string(got) != want {
 		t.Fatalf("timeout:\n got %s\nwant %s", got, want)
 	}
@@ -251,7 +251,7 @@ func TestAPIFailuresObmuxAnswers(t *testing.T) {
 	up.Close()
 	eventually(t, "upstream down", func() bool { return in.metric("obmux_connection_up", "role=upstream") == 0 })
 	p.Send(ctxT(t), []byte(`{"action":"send_msg","echo":"9"}`))
-	want = `{"status":"failed","retcode":1502,"data":null,"message":"upstream not connected","echo":"9"}`
+	want = `{"status":"failed","retcode":1502,"data":null,"message":"upstream not connected","wording":"upstream not connected","echo":"9"}`
 	if got := nextEvent(t, p); string(got) != want {
 		t.Fatalf("upstream down:\n got %s\nwant %s", got, want)
 	}
