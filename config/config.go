@@ -349,7 +349,7 @@ func Known() map[string]bool {
 	}
 	ct := reflect.TypeOf(Config{})
 	for i := range ct.NumField() {
-		if tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ","); tag != "" {
+		if tag, _, _ := strings.Cut(ct.Field(i).Tag.Get("env"), ","); tag != "" && tag != "-" {
 			known[Prefix+tag] = true
 		}
 	}

@@ -90,3 +90,14 @@ func TestPolicyVariables(t *testing.T) {
 		t.Errorf("CheckName refuses a policy variable: %s", why)
 	}
 }
+
+// Known holds only names obmux reads: not the "-" of fields that come from
+// elsewhere (Targets, Forward).
+func TestKnownHasNoPlaceholder(t *testing.T) {
+	if Known()["OBMUX_-"] {
+		t.Error(`Known() has "OBMUX_-" (the env:"-" tag of a field)`)
+	}
+	if why := CheckName("OBMUX_-"); why == "" {
+		t.Error(`CheckName accepts "OBMUX_-"`)
+	}
+}

@@ -112,7 +112,7 @@ func TestDashboard(t *testing.T) {
 			in.metric("obmux_heartbeats_sent_total", "name=bot") > 0
 	})
 	known := newKnownSeries(in.metrics())
-	// Every family the README documents is in this scrape: otherwise the
+	// Every family docs/metrics.md documents is in this scrape: otherwise the
 	// checks below would be weaker than they look.
 	for _, name := range []string{"obmux_connection_up", "obmux_connects_total", "obmux_disconnects_total",
 		"obmux_frames_total", "obmux_bytes_total", "obmux_dropped_frames_total", "obmux_queue_length",
