@@ -165,6 +165,30 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	// docs/metrics.md's table and the scrape agree: every obmux_ family
+	// exported is documented, and every documented one is exported (or
+	// has series only in situations this run does not make).
+	t.Run("docs", func(t *testing.T) {
+		b, err := os.ReadFile(metricsDoc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		documented := documentedMetrics(string(b))
+		if len(documented) < 10 {
+			t.Fatalf("%s: only %d metrics found in its table", metricsDoc, len(documented))
+		}
+		for name := range in.metrics() {
+			if strings.HasPrefix(name, "obmux_") && !documented[name] {
+				t.Errorf("%s is exported but not in %s's table", name, metricsDoc)
+			}
+		}
+		for name := range documented {
+			if known[name] == nil && known[name+"_bucket"] == nil && seriesOnlyWhen[name] == "" {
+				t.Errorf("%s documents %s, which the scrape does not have", metricsDoc, name)
+			}
+		}
+	})
+
 	// The checks can fail: a dashboard and a rule with a misspelt metric, a
 	// label the metric does not have and a label value obmux never exports.
 	t.Run("broken", func(t *testing.T) {
@@ -190,6 +214,38 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 }
+
+// metricsDoc documents every metric in a table whose first column is name.
+const metricsDoc = "../../docs/metrics.md"
+
+// seriesOnlyWhen are the documented families TestDashboard's run has no
+// series of, and when they have one.
+var seriesOnlyWhen = map[string]string{
+	"obmux_notifications_total": "OBMUX_NOTIFY_URL is set",
+}
+
+// documentedMetrics returns the names in the first cells of the metric
+// table (header "| name | type | ...") of a Markdown document.
+func documentedMetrics(doc string) map[string]bool {
+	names := map[string]bool{}
+	in := false
+	for _, l := range strings.Split(doc, "\n") {
+		switch {
+		case strings.HasPrefix(l, "| name |"):
+			in = true
+		case in && !strings.HasPrefix(l, "|"):
+			return names
+		case in:
+			cell, _, _ := strings.Cut(strings.TrimPrefix(l, "|"), "|")
+			if m := metricName.FindStringSubmatch(cell); m != nil {
+				names[m[1]] = true
+			}
+		}
+	}
+	return names
+}
+
+var metricName = regexp.MustCompile("`(obmux_[a-z0-9_]+)`")
 
 // query is one PromQL expression and where it comes from.
 type query struct{ where, expr string }
