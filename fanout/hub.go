@@ -105,7 +105,7 @@ func (h *Hub) Event(b []byte) {
 	for _, c := range slow {
 		h.log.Warn("slow consumer disconnected: its backlog exceeded the queue bounds", "role", c.stats.Role, "name", c.stats.Name,
 			"queue_size", h.cfg.QueueSize, "queue_bytes", h.cfg.QueueBytes)
-		c.conn.Close(health.ReasonQueueOverflow, websocket.StatusPolicyViolation, "slow consumer", nil)
+		c.conn.Close(wsconn.DisconnectSlowConsumer, nil)
 	}
 }
 
@@ -133,7 +133,7 @@ func (h *Hub) overflow(c *cursor, head uint64) bool {
 		to++
 	}
 	if c.next < to {
-		c.stats.M.Dropped[health.DropQueueFull].Add(float64(to - c.next))
+		c.stats.M.Dropped[health.DropOldest].Add(float64(to - c.next))
 		c.next = to
 	}
 	return false
@@ -204,7 +204,7 @@ func (c *cursor) take(dst *[]wsconn.Item) uint64 {
 	r := h.ring
 	if c.next < r.first {
 		lost := r.first - c.next
-		c.stats.M.Dropped[health.DropQueueFull].Add(float64(lost))
+		c.stats.M.Dropped[health.DropOldest].Add(float64(lost))
 		c.next = r.first
 	}
 	c.evs = c.evs[:0]
@@ -415,8 +415,7 @@ func (h *Hub) Close(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	for _, p := range peers {
-		p.conn.Close(health.ReasonShutdown, websocket.StatusGoingAway, "obmux shutting down",
-			onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
+		p.conn.Close(wsconn.DisconnectShutdown, onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
 	}
 	done := make(chan struct{})
 	go func() { h.running.Wait(); close(done) }()
@@ -424,7 +423,7 @@ func (h *Hub) Close(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		for _, p := range peers {
-			p.conn.Abort(health.ReasonShutdown, ctx.Err())
+			p.conn.Abort(wsconn.DisconnectShutdown, ctx.Err())
 		}
 		<-done
 	}
@@ -461,6 +460,5 @@ func (p *peer) closeStale(now int64) {
 	st := p.conn.Stats()
 	p.hub.log.Info("connection closed: the upstream's self_id changed", "role", string(st.Role), "name", st.Name,
 		"self_id", now, "was", p.selfID)
-	p.conn.Close(health.ReasonReplaced, websocket.StatusNormalClosure, "self_id changed",
-		onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
+	p.conn.Close(wsconn.DisconnectSelfIDChanged, onebot.Lifecycle(time.Now(), p.selfID, onebot.LifecycleDisable))
 }

@@ -31,10 +31,12 @@ const (
 	ReasonQueueOverflow
 	ReasonShutdown
 	ReasonReplaced
+	ReasonSelfIDChanged
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"closed_by_peer", "keepalive_timeout", "read_error", "write_error", "queue_overflow", "shutdown", "replaced"}
+var reasonNames = [numReasons]string{"closed_by_peer", "keepalive_timeout", "read_error", "write_error", "queue_overflow", "shutdown",
+	"replaced", "self_id_changed"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -44,14 +46,25 @@ type Drop uint8
 
 // Drop reasons.
 const (
+	// DropQueueFull is an API frame (call, response or obmux's own answer)
+	// for a connection whose Send queue is full.
 	DropQueueFull Drop = iota
+	// DropOldest is an event a peer lost to OBMUX_SLOW_TARGET=drop_oldest.
+	DropOldest
+	// DropTargetGone is a frame for a connection that had ended, or a
+	// response no caller waits for.
 	DropTargetGone
+	// DropOversized is a message over OBMUX_MAX_MESSAGE_BYTES.
 	DropOversized
+	// DropInvalid is a frame that is not OneBot, or not one that side may
+	// send.
 	DropInvalid
+	// DropDisconnected is a frame still queued when its connection ended.
+	DropDisconnected
 	numDrops
 )
 
-var dropNames = [numDrops]string{"queue_full", "target_gone", "oversized", "invalid"}
+var dropNames = [numDrops]string{"queue_full", "dropped_oldest", "target_gone", "oversized", "invalid", "disconnected"}
 
 func (d Drop) String() string { return dropNames[d] }
 

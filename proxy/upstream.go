@@ -226,7 +226,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 		old, oldDone := u.conn, u.done
 		u.mu.Unlock()
 		u.log.Info("upstream connection replaced by a new one", "self_id", declared)
-		old.Close(health.ReasonReplaced, websocket.StatusGoingAway, "replaced by a new connection", nil)
+		old.Close(wsconn.DisconnectReplaced, nil)
 		<-oldDone
 		u.mu.Lock()
 	}
@@ -290,11 +290,11 @@ func (u *Upstream) Close(ctx context.Context) {
 	c, done := u.conn, u.done
 	u.mu.Unlock()
 	if c != nil {
-		c.Close(health.ReasonShutdown, websocket.StatusGoingAway, "obmux shutting down", nil)
+		c.Close(wsconn.DisconnectShutdown, nil)
 		select {
 		case <-done:
 		case <-ctx.Done():
-			c.Abort(health.ReasonShutdown, ctx.Err())
+			c.Abort(wsconn.DisconnectShutdown, ctx.Err())
 		}
 	}
 	wait := make(chan struct{})

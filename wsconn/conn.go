@@ -109,7 +109,7 @@ type Conn struct {
 	queue      []queued
 	qbytes     int64  // bytes in queue
 	final      []byte // written last on a graceful close
-	closeAt    *closeReq
+	closeAt    *Disconnect
 	closeTimer *time.Timer
 	ended      bool
 	cause      health.Reason
@@ -120,11 +120,6 @@ type Conn struct {
 type queued struct {
 	frame []byte
 	kind  onebot.Kind
-}
-
-type closeReq struct {
-	code   websocket.StatusCode
-	reason string
 }
 
 // New wraps ws. raw, if not nil, is the network connection under ws: closing
@@ -205,19 +200,21 @@ func (c *Conn) Wake() {
 	}
 }
 
-// Close ends the connection gracefully: queued frames and events not yet
-// written are discarded, final (if not nil) is written, then a close frame
-// with code and reason, waiting for the peer's at most CloseTimeout. cause is
-// what the metrics and logs record. Close does not wait; Run returns when the
-// connection is gone. Only the first Close counts.
-func (c *Conn) Close(cause health.Reason, code websocket.StatusCode, reason string, final []byte) {
+// Close ends the connection gracefully: queued frames (counted as dropped,
+// disconnected) and events not yet written are discarded, final (if not nil)
+// is written, then a close frame with d's code and text, waiting for the
+// peer's at most CloseTimeout. d's reason is what the metrics and logs
+// record. Close does not wait; Run returns when the connection is gone. Only
+// the first Close counts.
+func (c *Conn) Close(d Disconnect, final []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended || c.closeAt != nil {
 		return
 	}
-	c.setCause(cause, nil)
-	c.closeAt, c.final, c.queue, c.qbytes = &closeReq{code, reason}, final, nil, 0
+	c.setCause(d.Reason, nil)
+	c.discardQueue()
+	c.closeAt, c.final = &d, final
 	c.queued.Store(1)
 	// A writer stuck on a peer that does not read never gets to the close:
 	// cut it after CloseTimeout.
@@ -228,10 +225,12 @@ func (c *Conn) Close(cause health.Reason, code websocket.StatusCode, reason stri
 	c.Wake()
 }
 
-// Abort ends the connection at once, without a close handshake.
-func (c *Conn) Abort(cause health.Reason, err error) {
+// Abort ends the connection at once, without a close handshake: d's reason
+// and err are recorded (unless a cause came first), its code and text are not
+// sent.
+func (c *Conn) Abort(d Disconnect, err error) {
 	c.mu.Lock()
-	c.setCause(cause, err)
+	c.setCause(d.Reason, err)
 	stop := c.stop
 	c.mu.Unlock()
 	if stop != nil {
@@ -239,6 +238,14 @@ func (c *Conn) Abort(cause health.Reason, err error) {
 	}
 	c.ws.CloseNow()
 	c.closeRaw()
+}
+
+// discardQueue drops the queued frames, counted. c.mu held.
+func (c *Conn) discardQueue() {
+	if len(c.queue) > 0 {
+		c.st.M.Dropped[health.DropDisconnected].Add(float64(len(c.queue)))
+	}
+	c.queue, c.qbytes = nil, 0
 }
 
 // setCause records why the connection ends; the first cause wins. c.mu held.
@@ -302,7 +309,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.mu.Lock()
 	c.setCause(reason, err)
 	c.ended = true
-	c.queue, c.qbytes = nil, 0
+	c.discardQueue()
 	reason, err = c.cause, c.err
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
@@ -597,14 +604,14 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 	}
 }
 
-func (c *Conn) closeGracefully(req *closeReq, final []byte) (health.Reason, error) {
+func (c *Conn) closeGracefully(req *Disconnect, final []byte) (health.Reason, error) {
 	// Close's timer bounds this whole step: the final frame and the handshake.
 	if final != nil {
 		if err := c.write(nil, final, onebot.KindLifecycle); err != nil {
 			return health.ReasonWriteError, fmt.Errorf("write final frame: %w", err)
 		}
 	}
-	c.ws.Close(req.code, req.reason)
+	c.ws.Close(req.Code, req.Text)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cause, nil

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -89,7 +90,7 @@ func TestGreetingQueueAndGracefulClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("handler not called")
 	}
-	c.Close(health.ReasonShutdown, websocket.StatusGoingAway, "bye", []byte(`{"last":1}`))
+	c.Close(Disconnect{health.ReasonShutdown, websocket.StatusGoingAway, "bye"}, []byte(`{"last":1}`))
 	if b := recv(t, p); string(b) != `{"last":1}` {
 		t.Fatalf("final frame %s", b)
 	}
@@ -105,6 +106,36 @@ func TestGreetingQueueAndGracefulClose(t *testing.T) {
 	}
 	if !c.Send([]byte(`{}`), onebot.KindAPIResponse) == false {
 		t.Error("Send after the end must fail")
+	}
+}
+
+// Close sends the Disconnect's code and text and records its reason; the
+// frames still queued are not written but counted as dropped, disconnected.
+func TestCloseDiscardsTheQueueCounted(t *testing.T) {
+	c, p := pair(t, Config{QueueSize: 8, CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	for range 3 {
+		if !c.Send([]byte(`{"queued":1}`), onebot.KindAPIResponse) { // the writer is not running yet
+			t.Fatal("Send refused")
+		}
+	}
+	c.Close(DisconnectSelfIDChanged, nil)
+	if r := <-run(c, func([]byte) onebot.Kind { return onebot.KindInvalid }); r != health.ReasonSelfIDChanged {
+		t.Errorf("reason %v, want self_id_changed", r)
+	}
+	<-p.Done
+	var ce websocket.CloseError
+	if !errors.As(p.Err, &ce) || ce.Code != websocket.StatusNormalClosure || ce.Reason != "self_id changed" {
+		t.Errorf("peer saw %v, want close 1000 \"self_id changed\"", p.Err)
+	}
+	for b := range p.Frames {
+		t.Errorf("a discarded frame was written: %s", b)
+	}
+	m := c.Stats().M
+	if got := testutil.ToFloat64(m.Dropped[health.DropDisconnected]); got != 3 {
+		t.Errorf("dropped{disconnected} = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(m.Disconnects[health.ReasonSelfIDChanged]); got != 1 {
+		t.Errorf("disconnects{self_id_changed} = %v, want 1", got)
 	}
 }
 

@@ -253,12 +253,13 @@ func TestUpstreamRestart(t *testing.T) {
 }
 
 // The upstream comes back as another account: every target gets disable,
-// a close, and is redialed with the new X-Self-ID.
+// a close (counted as self_id_changed), and is redialed with the new
+// X-Self-ID.
 func TestSelfIDChangeRedialsTargets(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	addr := up.Addr
 	tg := newTarget(t)
-	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+tg.URL)
 	up.connected()
 	p := tg.accept()
 	up.Close()
@@ -275,6 +276,15 @@ func TestSelfIDChangeRedialsTargets(t *testing.T) {
 	p2 := tg.accept()
 	if got := p2.Header.Get("X-Self-ID"); got != "30003" {
 		t.Errorf("redialed with X-Self-ID %s", got)
+	}
+	if p.CloseStatus() != websocket.StatusNormalClosure {
+		t.Errorf("closed with %v, want 1000", p.Err)
+	}
+	if got := in.metric("obmux_disconnects_total", "role=target", "name=a", "reason=self_id_changed"); got != 1 {
+		t.Errorf("disconnects{reason=self_id_changed} = %v, want 1", got)
+	}
+	if got := in.metric("obmux_disconnects_total", "role=target", "name=a", "reason=replaced"); got != 0 {
+		t.Errorf("disconnects{reason=replaced} = %v, want 0", got)
 	}
 }
 

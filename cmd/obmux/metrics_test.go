@@ -259,7 +259,7 @@ func TestMetricsCountWhatTargetsReceived(t *testing.T) {
 
 // With OBMUX_SLOW_TARGET=drop_oldest, a target that stops reading keeps its
 // connection and loses its oldest events, every one counted: what it gets
-// after it reads again plus obmux_dropped_frames_total{reason="queue_full"}
+// after it reads again plus obmux_dropped_frames_total{reason="dropped_oldest"}
 // is exactly what was sent, and its backlog never exceeds the queue size.
 // The other target gets everything.
 func TestMetricsDropOldestCountsDrops(t *testing.T) {
@@ -272,13 +272,13 @@ func TestMetricsDropOldestCountsDrops(t *testing.T) {
 	pa, pb := a.accept(), b.accept()
 	pa.Pause() // bites at the first event
 	sent := flood(t, up, []*sim.Peer{pb}, func() bool {
-		return in.metric("obmux_dropped_frames_total", "name=a", "reason=queue_full") > 0
+		return in.metric("obmux_dropped_frames_total", "name=a", "reason=dropped_oldest") > 0
 	})
 	// b has read every event: obmux has handled them all.
 	if q := in.metric("obmux_queue_length", "name=a"); q > 10 {
 		t.Errorf("queue_length{name=a} = %v, over OBMUX_QUEUE_SIZE=10", q)
 	}
-	dropped := int(in.metric("obmux_dropped_frames_total", "name=a", "reason=queue_full"))
+	dropped := int(in.metric("obmux_dropped_frames_total", "name=a", "reason=dropped_oldest"))
 	pa.Resume()
 	idx := map[string]int{}
 	for i, e := range sent {
