@@ -8,11 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
-	"github.com/lmittmann/tint"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -211,29 +209,4 @@ func describeUpstream(cfg config.Config, a listenAddrs) string {
 		return "dial " + wsconn.RedactURL(cfg.UpstreamURL)
 	}
 	return "listen " + a.Upstream + cfg.UpstreamPath
-}
-
-// newLogger builds the logger: tint text on a terminal (auto) or when asked,
-// JSON otherwise; every line is redacted (redactHandler).
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	format := cfg.LogFormat
-	if format == "auto" {
-		format = "json"
-		if f, ok := w.(*os.File); ok && isTerminal(f) {
-			format = "text"
-		}
-	}
-	if format == "text" {
-		return slog.New(redactHandler{tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly})})
-	}
-	return slog.New(redactHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
-}
-
-// isTerminal reports whether f is a character device (a terminal); tint does
-// not detect one itself.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
