@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -39,5 +41,40 @@ func TestLogLinesSayOnlyWhatMatters(t *testing.T) {
 	}
 	if shutdown["timeout"] != "5s" {
 		t.Errorf("shutdown timeout logged as %v, want \"5s\"", shutdown["timeout"])
+	}
+}
+
+// A start without targets says so; every taken port is named, not only the
+// first.
+func TestStartWarnsNoTargetAndEveryBusyPort(t *testing.T) {
+	bare := start(t)
+	eventually(t, "the warning", func() bool {
+		return strings.Contains(bare.log.String(), `"level":"WARN","msg":"no target configured: events go nowhere"`)
+	})
+	tg := newTarget(t)
+	with := start(t, "OBMUX_TARGET_NB_URL="+tg.URL)
+	with.stop()
+	if strings.Contains(with.log.String(), "no target configured") {
+		t.Errorf("warned with a target configured:\n%s", with.log.String())
+	}
+	fwd := start(t, "OBMUX_FORWARD_LISTEN=127.0.0.1:0")
+	fwd.stop()
+	if !strings.Contains(fwd.log.String(), `"level":"INFO","msg":"no target configured: events go only to forward-WS clients"`) {
+		t.Errorf("forward-only start:\n%s", fwd.log.String())
+	}
+
+	// bare holds its metrics and upstream ports.
+	err := run(context.Background(), nil, []string{"OBMUX_METRICS_LISTEN=" + bare.addrs.Metrics,
+		"OBMUX_UPSTREAM_LISTEN=" + bare.addrs.Upstream, "OBMUX_FORWARD_LISTEN=127.0.0.1:0"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("started on taken ports")
+	}
+	for _, v := range []string{"OBMUX_METRICS_LISTEN=" + bare.addrs.Metrics, "OBMUX_UPSTREAM_LISTEN=" + bare.addrs.Upstream} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("the error does not name %s:\n%v", v, err)
+		}
+	}
+	if strings.Contains(err.Error(), "OBMUX_FORWARD_LISTEN") {
+		t.Errorf("a free port reported:\n%v", err)
 	}
 }

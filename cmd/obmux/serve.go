@@ -94,22 +94,23 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	reg.MustRegister(refused)
 
 	// Listen on everything first, so that a taken port fails before anything
-	// connects anywhere.
+	// connects anywhere; every taken port is reported, not only the first.
 	var servers []*http.Server
 	var lns []net.Listener
-	listen := func(variable, addr string, h http.Handler) (string, error) {
+	var busy []error
+	listen := func(variable, addr string, h http.Handler) string {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return "", fmt.Errorf("%s%s=%s: cannot listen (is another program on that port? set %s%s to another address): %w",
-				config.Prefix, variable, addr, config.Prefix, variable, err)
+			busy = append(busy, fmt.Errorf("%s%s=%s: cannot listen (is another program on that port? set %s%s to another address): %w",
+				config.Prefix, variable, addr, config.Prefix, variable, err))
+			return ""
 		}
 		lns = append(lns, ln)
 		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)})
-		return ln.Addr().String(), nil
+		return ln.Addr().String()
 	}
 	var addrs listenAddrs
-	var err error
 	healthHandler := mon.Handler(up.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// The status page (GET /) and its JSON (GET /status) beside the health
 	// endpoints and the metrics.
@@ -119,9 +120,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	metricsMux.Handle("GET /{$}", status)
 	metricsMux.Handle("GET /status", status)
 	metricsMux.Handle("/", healthHandler)
-	if addrs.Metrics, err = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux); err != nil {
-		return err
-	}
+	addrs.Metrics = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux)
 	if cfg.UpstreamURL == "" {
 		mux := http.NewServeMux()
 		mux.Handle(cfg.UpstreamPath, up)
@@ -135,18 +134,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 				http.Error(w, "obmux serves the upstream on "+cfg.UpstreamPath, http.StatusNotFound)
 			})
 		}
-		if addrs.Upstream, err = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux); err != nil {
-			closeAll(lns)
-			return err
-		}
+		addrs.Upstream = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux)
 	}
 	if cfg.ForwardListen != "" {
 		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward,
 			MaxClients: cfg.ForwardMaxClients, Refused: refused})
-		if addrs.Forward, err = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd); err != nil {
-			closeAll(lns)
-			return err
-		}
+		addrs.Forward = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd)
+	}
+	if len(busy) > 0 {
+		closeAll(lns)
+		return errors.Join(busy...)
 	}
 
 	var wg sync.WaitGroup
@@ -173,6 +170,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	}
 	log.Info("obmux serving", "version", version, "upstream", describeUpstream(cfg, addrs), "targets", len(cfg.Targets),
 		"metrics", addrs.Metrics, "forward", addrs.Forward)
+	warnNoTarget(cfg, log)
 	if onStart != nil {
 		onStart(addrs)
 	}
@@ -196,6 +194,21 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	wg.Wait()
 	log.Info("obmux stopped")
 	return nil
+}
+
+// warnNoTarget says at start that no target is configured: with no
+// forward-WS server either, events go nowhere.
+func warnNoTarget(cfg config.Config, log *slog.Logger) {
+	if len(cfg.Targets) > 0 {
+		return
+	}
+	hint := "set OBMUX_TARGET_<NAME>_URL to each framework's reverse-WS address, such as " +
+		"OBMUX_TARGET_NONEBOT_URL=ws://nonebot:8080/onebot/v11/ws or OBMUX_TARGET_KOISHI_URL=ws://koishi:5140/onebot"
+	if cfg.ForwardListen != "" {
+		log.Info("no target configured: events go only to forward-WS clients", "hint", hint)
+		return
+	}
+	log.Warn("no target configured: events go nowhere", "hint", hint)
 }
 
 func closeAll(lns []net.Listener) {
