@@ -101,7 +101,7 @@ var serviceLink = regexp.MustCompile(`^OBMUX_(SERVICE_HOST|SERVICE_PORT(_.*)?|PO
 func Load(environ []string) (Config, error) {
 	vars := map[string]string{}
 	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, Prefix) {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(strings.ToUpper(k), Prefix) {
 			vars[k] = v
 		}
 	}
@@ -133,8 +133,7 @@ func Load(environ []string) (Config, error) {
 		m := targetVar.FindStringSubmatch(k)
 		if m == nil {
 			if !known[k] && !serviceLink.MatchString(k) {
-				problems = append(problems, fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_ and one of %s)",
-					k, Prefix, strings.Join(targetSuffixes, ", ")))
+				problems = append(problems, unknownVar(k))
 			}
 			continue
 		}
@@ -292,6 +291,15 @@ func Load(environ []string) (Config, error) {
 		return cfg, &Error{problems}
 	}
 	return cfg, nil
+}
+
+// unknownVar is the problem of a variable obmux does not read.
+func unknownVar(k string) string {
+	if s := Suggest(k); s != "" {
+		return fmt.Sprintf("%s: not an obmux variable: did you mean %s?", k, s)
+	}
+	return fmt.Sprintf("%s: not an obmux variable (misspelt? see the README's table; targets are %sTARGET_<NAME>_ and one of %s)",
+		k, Prefix, strings.Join(targetSuffixes, ", "))
 }
 
 // parseProblems turns env's errors into "OBMUX_X=value: why" lines.
