@@ -86,13 +86,19 @@ func (t *Target) header(selfID int64) http.Header {
 	return h
 }
 
+// WaitingSelfID is why a target is not dialed before the self_id is known
+// (the X-Self-ID header needs it), as /readyz and /status say.
+const WaitingSelfID = "waiting for the upstream: self_id unknown"
+
 // waitSelfID waits until the upstream's self_id is known.
 func (t *Target) waitSelfID(ctx context.Context) (int64, bool) {
 	for {
 		s, changed := t.hub.up.State()
 		if s.SelfID != 0 {
+			t.stats.Waiting("")
 			return s.SelfID, true
 		}
+		t.stats.Waiting(WaitingSelfID)
 		select {
 		case <-ctx.Done():
 			return 0, false

@@ -2,6 +2,7 @@ package health
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -64,6 +65,16 @@ type Stats struct {
 	// downs counts the ends.
 	lastDown Reason
 	downs    int
+	// waiting says why a connection that is not up is not being dialed
+	// ("" when it is, or is up).
+	waiting string
+}
+
+// Waiting records why the connection is not being dialed ("" once it is).
+func (s *Stats) Waiting(why string) {
+	s.mu.Lock()
+	s.waiting = why
+	s.mu.Unlock()
 }
 
 // Up records that the connection is established.
@@ -136,6 +147,9 @@ type ConnState struct {
 	Connected bool      `json:"connected"`
 	Since     time.Time `json:"since,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
+	// Waiting says why a connection that is not up is not being dialed,
+	// such as "waiting for the upstream: self_id unknown".
+	Waiting string `json:"waiting,omitempty"`
 	// PingRTTSeconds is the last keepalive round trip, 0 before the first.
 	PingRTTSeconds float64 `json:"ping_rtt_seconds"`
 }
@@ -148,7 +162,7 @@ func (mon *Monitor) Snapshot() []ConnState {
 	for s := range mon.conns {
 		s.mu.Lock()
 		out = append(out, ConnState{Role: s.Role, Name: s.Name, Connected: s.connected, Since: s.since,
-			LastError: s.lastErr, PingRTTSeconds: s.rtt.Seconds()})
+			LastError: s.lastErr, Waiting: s.waiting, PingRTTSeconds: s.rtt.Seconds()})
 		s.mu.Unlock()
 	}
 	mon.mu.Unlock()
@@ -165,25 +179,56 @@ func (mon *Monitor) Snapshot() []ConnState {
 	return out
 }
 
-// Handler serves GET /healthz (200 while the process serves), GET /readyz
-// (200 when ready reports true, else 503), both with every connection as
-// JSON, and metrics (if not nil) on /metrics.
+// Health is the document GET /healthz and GET /readyz serve.
+type Health struct {
+	// Status is "ok", or "degraded" while any target is down (the HTTP
+	// status stays 200: it is about obmux and its upstream), or, on
+	// /readyz, "unavailable" (HTTP 503) while the upstream is not ready.
+	Status string `json:"status"`
+	// TargetsConnected is "N of M": targets up of targets configured;
+	// TargetsUp and TargetsTotal are the same as numbers.
+	TargetsConnected string      `json:"targets_connected"`
+	TargetsUp        int         `json:"targets_up"`
+	TargetsTotal     int         `json:"targets_total"`
+	Connections      []ConnState `json:"connections"`
+}
+
+// Health returns the state of every connection and how many targets are up.
+func (mon *Monitor) Health() Health {
+	h := Health{Status: "ok", Connections: mon.Snapshot()}
+	for _, c := range h.Connections {
+		if c.Role == RoleTarget {
+			h.TargetsTotal++
+			if c.Connected {
+				h.TargetsUp++
+			}
+		}
+	}
+	h.TargetsConnected = fmt.Sprintf("%d of %d", h.TargetsUp, h.TargetsTotal)
+	if h.TargetsUp < h.TargetsTotal {
+		h.Status = "degraded"
+	}
+	return h
+}
+
+// Handler serves GET /healthz (200 while the process serves) and GET
+// /readyz (200 when ready reports true, else 503), both a Health document,
+// and metrics (if not nil) on /metrics.
 func (mon *Monitor) Handler(ready func() bool, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	write := func(w http.ResponseWriter, ok bool) {
-		status, code := "ok", http.StatusOK
-		if !ok {
-			status, code = "unavailable", http.StatusServiceUnavailable
-		}
+	write := func(w http.ResponseWriter, h Health, code int) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(struct {
-			Status      string      `json:"status"`
-			Connections []ConnState `json:"connections"`
-		}{status, mon.Snapshot()})
+		_ = json.NewEncoder(w).Encode(h)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { write(w, true) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { write(w, ready()) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { write(w, mon.Health(), http.StatusOK) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		h, code := mon.Health(), http.StatusOK
+		if !ready() {
+			h.Status, code = "unavailable", http.StatusServiceUnavailable
+		}
+		write(w, h, code)
+	})
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}

@@ -58,6 +58,8 @@ type ConnStatus struct {
 	LastReason  string `json:"last_reason,omitempty"`
 	LastError   string `json:"last_error,omitempty"`
 	Disconnects int    `json:"disconnects"`
+	// Waiting says why a connection that is not up is not being dialed.
+	Waiting string `json:"waiting,omitempty"`
 	// PingRTTSeconds is the last keepalive round trip, 0 before the first.
 	PingRTTSeconds float64 `json:"ping_rtt_seconds"`
 	// Events counts the events written to a peer, or read from the
@@ -193,7 +195,7 @@ func (sp *statusPoller) status(now time.Time) Status {
 func connStatus(s *Stats, redact func(string) string) ConnStatus {
 	s.mu.Lock()
 	cs := ConnStatus{Role: s.Role, Name: s.Name, Connected: s.connected, Since: s.since,
-		LastError: redact(s.lastErr), Disconnects: s.downs, PingRTTSeconds: s.rtt.Seconds()}
+		LastError: redact(s.lastErr), Disconnects: s.downs, Waiting: s.waiting, PingRTTSeconds: s.rtt.Seconds()}
 	if s.downs > 0 {
 		cs.LastReason = s.lastDown.String()
 	}

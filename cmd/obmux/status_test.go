@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/obmux/obmux/health"
+	"github.com/obmux/obmux/internal/sim"
 )
 
 // status fetches and decodes GET /status.
@@ -100,5 +101,60 @@ func TestAccountStatusAndNotifications(t *testing.T) {
 	}
 	if strings.Contains(in.log.String(), "s3cret") {
 		t.Error("the log shows OBMUX_NOTIFY_URL's token")
+	}
+}
+
+// /readyz tells the truth about the targets: before the upstream connects,
+// each says why it is not dialed; then N of M connected, degraded while one
+// is down, and the HTTP status still only about the upstream.
+func TestReadyzCountsTargetsAndSaysWhy(t *testing.T) {
+	good := newTarget(t)
+	gone := newTarget(t)
+	gone.Close()
+	in := start(t, "OBMUX_TARGET_GOOD_URL="+good.URL, "OBMUX_TARGET_GONE_URL="+gone.URL)
+	readyz := func() (int, health.Health) {
+		t.Helper()
+		code, body := in.get("/readyz")
+		var h health.Health
+		if err := json.Unmarshal([]byte(body), &h); err != nil {
+			t.Fatalf("/readyz: %v: %s", err, body)
+		}
+		return code, h
+	}
+	var code int
+	var h health.Health
+	eventually(t, "both targets waiting for the self_id", func() bool {
+		code, h = readyz()
+		waiting := 0
+		for _, c := range h.Connections {
+			if c.Role == health.RoleTarget && c.Waiting == "waiting for the upstream: self_id unknown" {
+				waiting++
+			}
+		}
+		return waiting == 2
+	})
+	if code != 503 || h.Status != "unavailable" || h.TargetsConnected != "0 of 2" {
+		t.Errorf("before the upstream: %d %+v", code, h)
+	}
+	if s := in.status(); s.Connections[1].Waiting != "waiting for the upstream: self_id unknown" {
+		t.Errorf("/status: %+v", s.Connections[1])
+	}
+	up, _, err := sim.Dial(ctxT(t), "ws://"+in.addrs.Upstream+"/onebot/v11/ws", http.Header{"X-Self-ID": {"10001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	good.accept()
+	eventually(t, "ready, degraded, 1 of 2", func() bool {
+		code, h = readyz()
+		return code == 200 && h.Status == "degraded" && h.TargetsConnected == "1 of 2" && h.TargetsUp == 1 && h.TargetsTotal == 2
+	})
+	for _, c := range h.Connections {
+		if c.Waiting != "" {
+			t.Errorf("%s still waiting: %q", c.Name, c.Waiting)
+		}
+		if c.Name == "gone" && c.LastError == "" {
+			t.Errorf("gone: no dial error: %+v", c)
+		}
 	}
 }
