@@ -2,6 +2,7 @@ package onebot
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -35,6 +36,7 @@ var (
 	ErrNotObject     = errors.New("not a JSON object")
 	ErrMalformed     = errors.New("malformed JSON")
 	ErrDuplicateKey  = errors.New("duplicate member")
+	ErrAmbiguousKey  = errors.New("member name differs from a OneBot member's only in case")
 	ErrTooDeep       = errors.New("nested too deeply")
 	errUnexpectedEnd = fmt.Errorf("%w: unexpected end", ErrMalformed)
 )
@@ -48,14 +50,21 @@ const maxDepth = 512
 // skipped with a vectorised search for the closing quote, so a 600 KB image
 // event costs little more than a memchr. Scan checks the structure of the
 // whole frame (brackets, strings, commas, colons) but not the spelling of
-// numbers and literals inside nested values. A member obmux uses that occurs
-// twice is an error, so that obmux and the peer cannot disagree about it.
+// numbers and literals inside nested values.
+//
+// Member names are compared as a JSON decoder sees them, after unescaping:
+// "ech\u006f" is "echo". A member obmux uses that occurs twice, in whatever
+// spelling, is an error (ErrDuplicateKey), and so is a name that differs
+// from one of them in case only (ErrAmbiguousKey): decoders that match names
+// regardless of case (Go's encoding/json, Newtonsoft.Json) would take it for
+// that member. Either way obmux and the peer cannot disagree about a frame's
+// echo or action.
 func Scan(b []byte) (Frame, error) {
 	var f Frame
 	err := Members(b, func(key []byte, member, val Span) error {
-		dst := f.member(key)
-		if dst == nil {
-			return nil
+		dst, err := f.member(key)
+		if dst == nil || err != nil {
+			return err
 		}
 		if dst.Valid() {
 			return fmt.Errorf("%w %q", ErrDuplicateKey, key)
@@ -70,7 +79,7 @@ func Scan(b []byte) (Frame, error) {
 }
 
 // Members calls fn for every member of the JSON object b, in order, with the
-// member's unescaped-as-written name, the span of the whole member and the
+// member's name as written (still escaped), the span of the whole member and the
 // span of its value. An error from fn stops it and is returned.
 func Members(b []byte, fn func(key []byte, member, val Span) error) error {
 	i := skipWS(b, 0)
@@ -117,10 +126,51 @@ func Members(b []byte, fn func(key []byte, member, val Span) error) error {
 	}
 }
 
-func (f *Frame) member(key []byte) *Span {
-	// Only keys without escapes can match; an escaped spelling of one of
-	// these names is treated as another member, as JSON decoders that do not
-	// unescape keys would do.
+// member returns where the member named raw (as written, still escaped)
+// goes, nil for a member obmux does not use, or an error for a name obmux
+// and a peer could read differently.
+func (f *Frame) member(raw []byte) (*Span, error) {
+	if dst := f.named(raw); dst != nil {
+		return dst, nil
+	}
+	if plainName(raw) {
+		return nil, nil // the name as written is the name: it is none of ours
+	}
+	key := raw
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var s string
+		if err := json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s); err != nil {
+			return nil, fmt.Errorf("%w: member name %q: %w", ErrMalformed, raw, err)
+		}
+		key = []byte(s)
+		if dst := f.named(key); dst != nil {
+			return dst, nil
+		}
+	}
+	for _, name := range memberNames {
+		if bytes.EqualFold(key, []byte(name)) {
+			return nil, fmt.Errorf("%w: %q (obmux reads %q)", ErrAmbiguousKey, key, name)
+		}
+	}
+	return nil, nil
+}
+
+// memberNames are the names Frame.named knows.
+var memberNames = [...]string{"post_type", "meta_event_type", "self_id", "action", "echo", "status", "data", "stream", "retcode", "type"}
+
+// plainName reports whether raw holds only a-z, 0-9 and '_': then it is
+// spelt as it reads, and equals no name of memberNames in another case.
+func plainName(raw []byte) bool {
+	for _, c := range raw {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// named returns the span of the member named key (unescaped), or nil.
+func (f *Frame) named(key []byte) *Span {
 	switch string(key) {
 	case "post_type":
 		return &f.PostType

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	crand "crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -37,10 +40,12 @@ type Router struct {
 	log       *slog.Logger
 	timeouts  health.FailureLog // a run of timeouts is logged once
 	forbidden forbidLog         // refused actions already logged
+	prefix    []byte            // `"obmux:<random>:` starts every echo this Router makes
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
 	seq     uint64
+	tags    *rand.ChaCha8 // each call's random tag
 	pending map[uint64]*call
 	callers map[Caller]*inflight // each caller's calls in flight
 	total   int64                // the bytes of every call in flight
@@ -70,6 +75,7 @@ type inflight struct {
 type call struct {
 	caller Caller
 	echo   []byte // a copy of the caller's raw echo; nil when it sent none
+	tag    uint64 // the random part of obmux's echo for it
 	cost   int64  // the bytes it counts against the limits
 	start  time.Time
 	timer  *time.Timer
@@ -85,9 +91,22 @@ const callOverhead = 128
 // enough end, so that one caller flooding the API cannot starve the others
 // nor make obmux hold more than lim.TotalBytes of calls: a caller over a
 // bound waits, and no call is refused for it.
+//
+// The echoes it sends upstream cannot be guessed: "obmux:<P>:<id>:<T>" with
+// P 128 random bits drawn once per Router and T 64 bits drawn per call from
+// a ChaCha8 stream seeded from crypto/rand. A response is routed only by an
+// echo byte-identical to the one made for a pending call, so a peer that
+// slips its own echo past obmux (through a parser differential) cannot name
+// another caller's call, and a previous process's late response is not
+// taken for this one's.
 func NewRouter(timeout time.Duration, lim Limits, log *slog.Logger) *Router {
 	lim.Calls = max(lim.Calls, 1)
-	return &Router{timeout: timeout, lim: lim, log: log,
+	var p [16]byte
+	var seed [32]byte
+	crand.Read(p[:]) // never fails (crypto/rand.Read crashes the program rather than return an error)
+	crand.Read(seed[:])
+	prefix := base64.RawURLEncoding.AppendEncode([]byte(`"obmux:`), p[:])
+	return &Router{timeout: timeout, lim: lim, log: log, prefix: append(prefix, ':'), tags: rand.NewChaCha8(seed),
 		pending: map[uint64]*call{}, callers: map[Caller]*inflight{}, freed: make(chan struct{})}
 }
 
@@ -180,9 +199,6 @@ func (r *Router) Pending() int {
 	return len(r.pending)
 }
 
-// echoPrefix starts every echo obmux sends upstream.
-const echoPrefix = `"obmux:`
-
 // Request forwards the API request b, scanned as f, from c to the upstream
 // under a fresh echo.
 //
@@ -203,14 +219,12 @@ func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
 	}
 	r.seq++
 	id := r.seq
-	cl := &call{caller: c, echo: echo, cost: cost, start: time.Now()}
+	cl := &call{caller: c, echo: echo, tag: r.tags.Uint64(), cost: cost, start: time.Now()}
 	cl.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
 	r.pending[id] = cl
 	r.mu.Unlock()
 
-	our := strconv.AppendUint(append(make([]byte, 0, 32), echoPrefix...), id, 10)
-	our = append(our, '"')
-	if err := send(onebot.SetEcho(b, f, our)); err != nil {
+	if err := send(onebot.SetEcho(b, f, r.echo(id, cl.tag))); err != nil {
 		if r.take(id) != nil {
 			r.release(c, cost)
 			r.fail(c, echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
@@ -239,14 +253,14 @@ func (r *Router) Reject(c Caller, b []byte, f onebot.Frame, why string) {
 // caller, with the caller's echo restored. It reports false when no call
 // waits for it (unknown or foreign echo, or its caller is gone).
 func (r *Router) Response(b []byte, f onebot.Frame) bool {
-	id, ok := parseEcho(onebot.Raw(b, f.Echo))
+	id, tag, ok := r.parseEcho(onebot.Raw(b, f.Echo))
 	if !ok {
 		return false
 	}
 	streaming := r.isStreamPart(b, f)
 	r.mu.Lock()
 	cl := r.pending[id]
-	if cl == nil {
+	if cl == nil || cl.tag != tag {
 		r.mu.Unlock()
 		return false
 	}
@@ -343,11 +357,45 @@ func (r *Router) fail(c Caller, echo []byte, retcode int, msg string, outcome he
 	c.Deliver(onebot.Failure(retcode, msg, echo))
 }
 
-// parseEcho reads back an echo obmux sent upstream.
-func parseEcho(e []byte) (uint64, bool) {
-	if len(e) < len(echoPrefix)+2 || string(e[:len(echoPrefix)]) != echoPrefix || e[len(e)-1] != '"' {
-		return 0, false
+// tagDigits is how many hex digits the tag of an echo has.
+const tagDigits = 16
+
+// echo returns obmux's echo for call id with tag: a JSON string.
+func (r *Router) echo(id, tag uint64) []byte {
+	e := make([]byte, 0, len(r.prefix)+20+1+tagDigits+1)
+	e = strconv.AppendUint(append(e, r.prefix...), id, 10)
+	e = append(e, ':')
+	for shift := 64 - 4; shift >= 0; shift -= 4 {
+		e = append(e, "0123456789abcdef"[tag>>shift&0xf])
 	}
-	n, err := strconv.ParseUint(string(e[len(echoPrefix):len(e)-1]), 10, 64)
-	return n, err == nil
+	return append(e, '"')
+}
+
+// parseEcho reads back an echo r made; ok is false for any other JSON value,
+// including another spelling of one r made.
+func (r *Router) parseEcho(e []byte) (id, tag uint64, ok bool) {
+	if !bytes.HasPrefix(e, r.prefix) || len(e) < len(r.prefix)+2+tagDigits+1 || e[len(e)-1] != '"' {
+		return 0, 0, false
+	}
+	ids, tags, found := bytes.Cut(e[len(r.prefix):len(e)-1], []byte{':'})
+	if !found || len(tags) != tagDigits || len(ids) == 0 || ids[0] == '0' {
+		return 0, 0, false
+	}
+	id, err := strconv.ParseUint(string(ids), 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, c := range tags {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		default:
+			return 0, 0, false
+		}
+		tag = tag<<4 | uint64(d)
+	}
+	return id, tag, true
 }
