@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"golang.org/x/time/rate"
 
 	"github.com/obmux/obmux/fanout"
+	"github.com/obmux/obmux/onebot"
 	"github.com/obmux/obmux/policy"
+	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -60,6 +63,15 @@ type Config struct {
 	ForwardToken        string `env:"FORWARD_TOKEN"`
 	ForwardAPIHeartbeat bool   `env:"FORWARD_API_HEARTBEAT" envDefault:"true"`
 	ForwardMaxClients   int    `env:"FORWARD_MAX_CLIENTS" envDefault:"100"`
+
+	// SendRate is the account-wide rate of sends ("1/s", "20/m"; empty:
+	// no limit); with SendBurst and SendActions it is read into Send.
+	SendRate    string `env:"SEND_RATE"`
+	SendBurst   int    `env:"SEND_BURST" envDefault:"1"`
+	SendActions string `env:"SEND_ACTIONS" envDefault:"send_msg,send_group_msg,send_private_msg,send_group_forward_msg,send_private_forward_msg,send_forward_msg"`
+	// Send is the send rate limit, from SendRate, SendBurst and
+	// SendActions (Rate 0: off).
+	Send proxy.SendLimit `env:"-"`
 
 	ReplaySize   int           `env:"REPLAY_SIZE" envDefault:"10000"`
 	ReplayBytes  int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
@@ -271,6 +283,30 @@ func Load(environ []string) (Config, error) {
 	if cfg.MaxMessageBytes < 1024 {
 		bad("MAX_MESSAGE_BYTES", cfg.MaxMessageBytes, "must be at least 1024")
 	}
+	if cfg.SendRate != "" {
+		if r, err := parseRate(cfg.SendRate); err != nil {
+			bad("SEND_RATE", strconv.Quote(cfg.SendRate), err.Error())
+		} else {
+			cfg.Send = proxy.SendLimit{Rate: r, Burst: cfg.SendBurst, Spec: cfg.SendRate}
+		}
+	}
+	if cfg.SendBurst < 1 || cfg.SendBurst > 1000 {
+		bad("SEND_BURST", cfg.SendBurst, "must be from 1 to 1000: how many sends may go at once after a quiet spell")
+	}
+	var actionProblems []string
+	for a := range strings.SplitSeq(cfg.SendActions, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if err := onebot.CheckAction(a, false); err != nil {
+			actionProblems = append(actionProblems, err.Error())
+		} else {
+			cfg.Send.Actions = append(cfg.Send.Actions, a)
+		}
+	}
+	if len(actionProblems) > 0 {
+		bad("SEND_ACTIONS", strconv.Quote(cfg.SendActions), strings.Join(actionProblems, "; "))
+	}
 	switch fanout.SlowPolicy(cfg.SlowTarget) {
 	case fanout.SlowDisconnect, fanout.SlowDropOldest:
 	default:
@@ -403,6 +439,24 @@ func checkURL(s, wrongScheme, scheme, secure string) string {
 		return "has no host"
 	}
 	return ""
+}
+
+// sendRate is a rate as OBMUX_SEND_RATE gives it: a positive number of
+// sends per second, minute or hour.
+var sendRate = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h)\s*$`)
+
+// parseRate parses OBMUX_SEND_RATE into sends a second.
+func parseRate(s string) (rate.Limit, error) {
+	m := sendRate.FindStringSubmatch(s)
+	if m == nil {
+		return 0, errors.New("not a rate: give sends per second, minute or hour, such as 1/s, 20/m or 300/h (empty: no limit)")
+	}
+	n, _ := strconv.ParseFloat(m[1], 64)
+	if n <= 0 {
+		return 0, errors.New("must be more than 0 (leave it empty for no limit)")
+	}
+	per := map[string]float64{"s": 1, "m": 60, "h": 3600}[m[2]]
+	return rate.Limit(n / per), nil
 }
 
 func checkAddr(s string) string {

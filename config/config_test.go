@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,69 @@ func TestKnownHasNoPlaceholder(t *testing.T) {
 	}
 	if why := CheckName("OBMUX_-"); why == "" {
 		t.Error(`CheckName accepts "OBMUX_-"`)
+	}
+}
+
+// OBMUX_SEND_RATE, _BURST and _ACTIONS: read into one SendLimit, every bad
+// value named at once.
+func TestSendRateVariables(t *testing.T) {
+	cfg, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Send.Rate != 0 {
+		t.Errorf("rate limit on by default: %v", cfg.Send.Rate)
+	}
+	for _, c := range []struct {
+		rate  string
+		perS  float64
+		burst string
+	}{{"1/s", 1, ""}, {"20/m", 20.0 / 60, "5"}, {" 0.5 / s ", 0.5, "1"}, {"300/h", 300.0 / 3600, "1000"}} {
+		env := []string{"OBMUX_SEND_RATE=" + c.rate, "OBMUX_SEND_ACTIONS=send_msg, send_group_msg"}
+		if c.burst != "" {
+			env = append(env, "OBMUX_SEND_BURST="+c.burst)
+		}
+		cfg, err := Load(env)
+		if err != nil {
+			t.Fatalf("%s: %v", c.rate, err)
+		}
+		if d := float64(cfg.Send.Rate) - c.perS; d > 1e-12 || d < -1e-12 || cfg.Send.Spec != c.rate {
+			t.Errorf("%s read as %v/s (%q)", c.rate, cfg.Send.Rate, cfg.Send.Spec)
+		}
+		want := c.burst
+		if want == "" {
+			want = "1"
+		}
+		if strconv.Itoa(cfg.Send.Burst) != want {
+			t.Errorf("OBMUX_SEND_BURST=%q read as %d", c.burst, cfg.Send.Burst)
+		}
+		if a := cfg.Send.Actions; len(a) != 2 || a[1] != "send_group_msg" {
+			t.Errorf("actions %q", a)
+		}
+	}
+	cfg, _ = Load([]string{"OBMUX_SEND_RATE=1/s"})
+	if want := "send_msg send_group_msg send_private_msg send_group_forward_msg send_private_forward_msg send_forward_msg"; strings.Join(cfg.Send.Actions, " ") != want {
+		t.Errorf("default actions %q", cfg.Send.Actions)
+	}
+	for _, c := range []struct{ env, want string }{
+		{"OBMUX_SEND_RATE=1", `OBMUX_SEND_RATE="1": not a rate: give sends per second, minute or hour, such as 1/s, 20/m or 300/h (empty: no limit)`},
+		{"OBMUX_SEND_RATE=1/d", `OBMUX_SEND_RATE="1/d": not a rate`},
+		{"OBMUX_SEND_RATE=-1/s", `OBMUX_SEND_RATE="-1/s": not a rate`},
+		{"OBMUX_SEND_RATE=0/s", `OBMUX_SEND_RATE="0/s": must be more than 0 (leave it empty for no limit)`},
+		{"OBMUX_SEND_RATE=1/1s", `OBMUX_SEND_RATE="1/1s": not a rate`},
+		{"OBMUX_SEND_BURST=0", `OBMUX_SEND_BURST=0: must be from 1 to 1000`},
+		{"OBMUX_SEND_BURST=lots", `OBMUX_SEND_BURST="lots": not a whole number`},
+		{"OBMUX_SEND_ACTIONS=send_msg,send_*", `OBMUX_SEND_ACTIONS="send_msg,send_*": "send_*" is not an action name (letters, digits, _ . -, comma-separated: send_msg,send_group_msg)`},
+		{"OBMUX_SEND_ACTIONS=send_msg_async", `the _async suffix is stripped`},
+	} {
+		_, err := Load([]string{c.env})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.env, err, c.want)
+		}
+	}
+	// All at once.
+	_, err = Load([]string{"OBMUX_SEND_RATE=fast", "OBMUX_SEND_BURST=-3", "OBMUX_SEND_ACTIONS=a b"})
+	if err == nil || strings.Count(err.Error(), "OBMUX_SEND_") != 3 {
+		t.Errorf("want three problems: %v", err)
 	}
 }

@@ -103,6 +103,8 @@ type Metrics struct {
 	replayed    *prometheus.CounterVec
 	replayLost  *prometheus.CounterVec
 	filtered    *prometheus.CounterVec
+	sendQueue   *prometheus.GaugeVec
+	sendWait    *prometheus.HistogramVec
 	lastEvent   prometheus.Gauge
 }
 
@@ -142,6 +144,11 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Events a target missed that were no longer in the replay buffer (too many or too old)."}, []string{"name"}),
 		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_filtered_events_total",
 			Help: "Upstream events a bot's policy held back from it (GROUPS, GROUPS_DENY, USERS_DENY, FILTER, SELF_MESSAGES)."}, []string{"name"}),
+		sendQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "obmux_send_queue_length",
+			Help: "Sends of a caller waiting for the account-wide send rate limit (OBMUX_SEND_RATE)."}, []string{"name"}),
+		sendWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_send_wait_seconds",
+			Help:    "Time a caller's send waited for the account-wide send rate limit (OBMUX_SEND_RATE), until it was sent or left the queue.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"name"}),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
 			Help: "Unix time of the last event read from the upstream."}),
 	}
@@ -149,7 +156,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		Help: "Always 1; the labels say which obmux this is."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.up, m.connects, m.disconnects, m.frames, m.bytes, m.dropped, m.apiRequests,
-		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.filtered, m.lastEvent, build,
+		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.filtered, m.sendQueue, m.sendWait, m.lastEvent, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -174,6 +181,10 @@ type ConnMetrics struct {
 	Replayed    prometheus.Counter
 	ReplayLost  prometheus.Counter
 	Filtered    prometheus.Counter
+	// SendQueue and SendWait are the caller's sends waiting for the send
+	// rate limit, and how long each waited.
+	SendQueue prometheus.Gauge
+	SendWait  prometheus.Observer
 }
 
 // Conn binds the children of role and name.
@@ -190,6 +201,8 @@ func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
 		Replayed:    m.replayed.WithLabelValues(name),
 		ReplayLost:  m.replayLost.WithLabelValues(name),
 		Filtered:    m.filtered.WithLabelValues(name),
+		SendQueue:   m.sendQueue.WithLabelValues(name),
+		SendWait:    m.sendWait.WithLabelValues(name),
 	}
 	for i := range c.Disconnects {
 		c.Disconnects[i] = m.disconnects.WithLabelValues(r, name, Reason(i).String())

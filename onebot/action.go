@@ -1,6 +1,10 @@
 package onebot
 
-import "bytes"
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
 
 // Action suffixes of OneBot v11: the same action, answered at once
 // (status "async") or queued by the implementation.
@@ -27,4 +31,26 @@ func BaseAction(b []byte, f Frame) []byte {
 			return name
 		}
 	}
+}
+
+// CheckAction says what is wrong with name as an action to configure (with
+// * globs when glob is true): it must be letters, digits, _ . and -, and
+// must not end in a suffix that BaseAction strips, since it could never
+// match.
+func CheckAction(name string, glob bool) error {
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' || glob && c == '*') {
+			if glob {
+				return fmt.Errorf("%q is not an action name or pattern (letters, digits, _ . - and * globs, comma-separated: get_*,send_group_msg)", name)
+			}
+			return fmt.Errorf("%q is not an action name (letters, digits, _ . -, comma-separated: send_msg,send_group_msg)", name)
+		}
+	}
+	for _, s := range []string{SuffixAsync, SuffixRateLimited} {
+		if strings.HasSuffix(name, s) {
+			return fmt.Errorf("%q: the %s suffix is stripped from an action before it is matched, so this never matches: write %q (it covers %s too)",
+				name, s, strings.TrimSuffix(name, s), name)
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/obmux/obmux/onebot"
@@ -86,17 +85,4 @@ func patterns(dst *[]string, v string) error {
 }
 
 // checkPattern says what is wrong with one action pattern.
-func checkPattern(p string) error {
-	for _, c := range []byte(p) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' || c == '*') {
-			return fmt.Errorf("%q is not an action name or pattern (letters, digits, _ . - and * globs, comma-separated: get_*,send_group_msg)", p)
-		}
-	}
-	for _, s := range []string{onebot.SuffixAsync, onebot.SuffixRateLimited} {
-		if strings.HasSuffix(p, s) {
-			return fmt.Errorf("%q: the %s suffix is stripped from an action before it is matched, so this never matches: write %q (it covers %s too)",
-				p, s, strings.TrimSuffix(p, s), p)
-		}
-	}
-	return nil
-}
+func checkPattern(p string) error { return onebot.CheckAction(p, true) }

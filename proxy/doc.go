@@ -7,6 +7,8 @@
 // is unique across all callers, remembers the caller and its original echo,
 // restores that echo byte for byte on the response, and answers on its own
 // when the upstream is down (1502), slow (1504) or the request is bad (1400).
+// With a SendLimit, the Router also holds the message sends of every caller
+// to one account-wide rate, in a fair queue (sendqueue.go).
 //
 // The frames themselves are package onebot's. proxy knows nothing of targets
 // or clients.

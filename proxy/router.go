@@ -4,6 +4,7 @@ import (
 	"bytes"
 	crand "crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -41,6 +42,7 @@ type Router struct {
 	timeouts  health.FailureLog // a run of timeouts is logged once
 	forbidden forbidLog         // refused actions already logged
 	prefix    []byte            // `"obmux:<random>:` starts every echo this Router makes
+	sends     *sendQueue        // nil: no send rate limit
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
@@ -64,21 +66,40 @@ type Limits struct {
 	// together (0: no bound), so that the upstream's queue, bounded as
 	// much, never refuses one; one call larger is taken alone.
 	TotalBytes int64
+	// Send is the account-wide rate limit on sends. While it is on, the
+	// sends waiting for it count against Calls and Bytes apart from the
+	// caller's other calls (so that a caller's get_* never waits behind
+	// its own queued sends), and against TotalBytes with them.
+	Send SendLimit
 }
 
-// inflight is what one caller has in flight.
-type inflight struct {
+// lane is which of a caller's budgets a call counts against.
+type lane uint8
+
+const (
+	laneCalls lane = iota // every call, when sends are not rate-limited
+	laneSends             // the sends, when they are
+	numLanes
+)
+
+// inflight is what one caller has in flight, per lane.
+type inflight [numLanes]struct {
 	calls int
 	bytes int64
 }
 
 type call struct {
+	id     uint64
 	caller Caller
 	echo   []byte // a copy of the caller's raw echo; nil when it sent none
 	tag    uint64 // the random part of obmux's echo for it
 	cost   int64  // the bytes it counts against the limits
+	lane   lane
 	start  time.Time
 	timer  *time.Timer
+	// While queued for the send rate limit (r.mu): the frame to send.
+	queued bool
+	frame  []byte
 }
 
 // callOverhead is what a call costs beyond its request's bytes: obmux's echo
@@ -99,6 +120,9 @@ const callOverhead = 128
 // slips its own echo past obmux (through a parser differential) cannot name
 // another caller's call, and a previous process's late response is not
 // taken for this one's.
+//
+// With lim.Send on, the sends go out at most at its rate for the whole
+// account, in turn across callers (see SendLimit).
 func NewRouter(timeout time.Duration, lim Limits, log *slog.Logger) *Router {
 	lim.Calls = max(lim.Calls, 1)
 	var p [16]byte
@@ -107,13 +131,14 @@ func NewRouter(timeout time.Duration, lim Limits, log *slog.Logger) *Router {
 	crand.Read(seed[:])
 	prefix := base64.RawURLEncoding.AppendEncode([]byte(`"obmux:`), p[:])
 	return &Router{timeout: timeout, lim: lim, log: log, prefix: append(prefix, ':'), tags: rand.NewChaCha8(seed),
+		sends:   newSendQueue(lim.Send),
 		pending: map[uint64]*call{}, callers: map[Caller]*inflight{}, freed: make(chan struct{})}
 }
 
-// acquire counts a call of cost bytes against c's limits and the total,
-// waiting while it would exceed any. It reports false when c went away
-// while waiting.
-func (r *Router) acquire(c Caller, cost int64) bool {
+// acquire counts a call of cost bytes against c's limits in lane l and the
+// total, waiting while it would exceed any. It reports false when c went
+// away while waiting.
+func (r *Router) acquire(c Caller, l lane, cost int64) bool {
 	held := false
 	defer func() {
 		if held {
@@ -122,11 +147,12 @@ func (r *Router) acquire(c Caller, cost int64) bool {
 	}()
 	for {
 		r.mu.Lock()
-		in := r.callers[c]
-		if in == nil {
-			in = &inflight{}
-			r.callers[c] = in
+		all := r.callers[c]
+		if all == nil {
+			all = &inflight{}
+			r.callers[c] = all
 		}
+		in := &all[l]
 		var over string
 		switch {
 		case in.calls >= r.lim.Calls:
@@ -146,6 +172,9 @@ func (r *Router) acquire(c Caller, cost int64) bool {
 		freed := r.freed
 		r.mu.Unlock()
 		if !held {
+			if l == laneSends {
+				over += " (of its sends waiting for OBMUX_SEND_RATE)"
+			}
 			r.log.Debug("caller at its in-flight limit: reading from it waits", "caller", c.Stats().Name, "limit", over, "bytes", cost)
 			c.Hold(true)
 			held = true
@@ -158,15 +187,15 @@ func (r *Router) acquire(c Caller, cost int64) bool {
 	}
 }
 
-// release gives back what a call of c of cost bytes counted. A caller
-// forgotten meanwhile counts nothing any more; the total still does.
-func (r *Router) release(c Caller, cost int64) {
+// release gives back what cl counted. A caller forgotten meanwhile counts
+// nothing any more; the total still does.
+func (r *Router) release(cl *call) {
 	r.mu.Lock()
-	if in := r.callers[c]; in != nil {
-		in.calls--
-		in.bytes -= cost
+	if all := r.callers[cl.caller]; all != nil {
+		all[cl.lane].calls--
+		all[cl.lane].bytes -= cl.cost
 	}
-	r.total -= cost
+	r.total -= cl.cost
 	r.wake()
 	r.mu.Unlock()
 }
@@ -200,12 +229,18 @@ func (r *Router) Pending() int {
 }
 
 // Request forwards the API request b, scanned as f, from c to the upstream
-// under a fresh echo.
+// under a fresh echo. With the send rate limit on, a send that must wait
+// for it is queued and Request returns; every other call is sent at once.
 //
-// b is not kept: the call holds a copy of its echo only.
+// b is not kept: the call holds a copy of its echo only (and, while
+// queued, of its frame).
 func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
+	l := laneCalls
+	if r.sends != nil && r.sends.limits(onebot.BaseAction(b, f)) {
+		l = laneSends
+	}
 	cost := int64(len(b)) + callOverhead
-	if !r.acquire(c, cost) {
+	if !r.acquire(c, l, cost) {
 		return
 	}
 	echo := bytes.Clone(onebot.Raw(b, f.Echo))
@@ -213,22 +248,45 @@ func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
 	send := r.send
 	if send == nil {
 		r.mu.Unlock()
-		r.release(c, cost)
+		r.release(&call{caller: c, cost: cost, lane: l})
 		r.fail(c, echo, onebot.RetcodeUpstreamDown, "upstream not connected", health.OutcomeUpstreamDown)
 		return
 	}
 	r.seq++
 	id := r.seq
-	cl := &call{caller: c, echo: echo, tag: r.tags.Uint64(), cost: cost, start: time.Now()}
+	cl := &call{id: id, caller: c, echo: echo, tag: r.tags.Uint64(), cost: cost, lane: l, start: time.Now()}
 	cl.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
 	r.pending[id] = cl
+	queue := l == laneSends && !r.sends.now()
 	r.mu.Unlock()
 
-	if err := send(onebot.SetEcho(b, f, r.echo(id, cl.tag))); err != nil {
-		if r.take(id) != nil {
-			r.release(c, cost)
-			r.fail(c, echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
+	frame := onebot.SetEcho(b, f, r.echo(id, cl.tag))
+	if queue {
+		r.mu.Lock()
+		if r.pending[id] == cl { // not already answered
+			r.sends.push(r, cl, frame)
 		}
+		r.mu.Unlock()
+		return
+	}
+	if l == laneSends {
+		c.Stats().M.SendWait.Observe(0) // under the rate: it did not wait
+	}
+	r.transmit(cl, frame, send)
+}
+
+// transmit writes cl's frame to the upstream with send (nil: none
+// connected) and answers cl with 1502 when that fails.
+func (r *Router) transmit(cl *call, frame []byte, send func([]byte) error) {
+	err := errors.New("upstream not connected")
+	if send != nil {
+		if err = send(frame); err == nil {
+			return
+		}
+	}
+	if r.take(cl.id) != nil {
+		r.release(cl)
+		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
 	}
 }
 
@@ -260,7 +318,7 @@ func (r *Router) Response(b []byte, f onebot.Frame) bool {
 	streaming := r.isStreamPart(b, f)
 	r.mu.Lock()
 	cl := r.pending[id]
-	if cl == nil || cl.tag != tag {
+	if cl == nil || cl.tag != tag || cl.queued { // a queued call was never sent: a forged echo
 		r.mu.Unlock()
 		return false
 	}
@@ -274,7 +332,7 @@ func (r *Router) Response(b []byte, f onebot.Frame) bool {
 	cl.caller.Deliver(onebot.SetEcho(b, f, cl.echo))
 	if !streaming {
 		r.timeouts.Reset()
-		r.release(cl.caller, cl.cost)
+		r.release(cl)
 		m := cl.caller.Stats().M
 		outcome := health.OutcomeOK
 		if onebot.Is(b, f.Status, "failed") {
@@ -307,6 +365,7 @@ func (r *Router) Forget(c Caller) int {
 		if cl.caller == c {
 			cl.timer.Stop()
 			delete(r.pending, id)
+			r.sends.remove(cl)
 			r.total -= cl.cost
 			n++
 		}
@@ -317,33 +376,56 @@ func (r *Router) Forget(c Caller) int {
 }
 
 // UpstreamDown answers every pending call with 1502: the upstream they were
-// sent to is gone, and their responses will never come.
+// sent to is gone, and their responses will never come. The sends queued
+// for the rate limit are answered so too, at once, rather than sent later
+// on another connection, long after their callers gave up.
 func (r *Router) UpstreamDown() {
 	r.mu.Lock()
 	calls := r.pending
 	r.pending = map[uint64]*call{}
+	for _, cl := range calls {
+		r.sends.remove(cl)
+	}
 	r.mu.Unlock()
 	for _, cl := range calls {
 		cl.timer.Stop()
-		r.release(cl.caller, cl.cost)
+		r.release(cl)
 		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, "upstream disconnected", health.OutcomeUpstreamDown)
 	}
 }
 
+// take removes call id from the pending calls (and the send queue) and
+// returns it, or nil when it was answered already.
 func (r *Router) take(id uint64) *call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cl := r.pending[id]
-	if cl != nil {
-		delete(r.pending, id)
-		cl.timer.Stop()
-	}
+	cl, _ := r.takeQueued(id)
 	return cl
 }
 
+// takeQueued is take that also reports whether the call was still waiting
+// for the send rate limit.
+func (r *Router) takeQueued(id uint64) (*call, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cl := r.pending[id]
+	if cl == nil {
+		return nil, false
+	}
+	delete(r.pending, id)
+	cl.timer.Stop()
+	queued := cl.queued
+	r.sends.remove(cl)
+	return cl, queued
+}
+
 func (r *Router) expire(id uint64) {
-	if cl := r.take(id); cl != nil {
-		r.release(cl.caller, cl.cost)
+	cl, queued := r.takeQueued(id)
+	if queued {
+		r.release(cl)
+		r.sends.timedOut(r, cl)
+		return
+	}
+	if cl != nil {
+		r.release(cl)
 		r.timeouts.Log(r.log.With("caller", cl.caller.Stats().Name), "API call timed out (repeats are logged at debug until a response arrives)",
 			fmt.Errorf("no response from the upstream within OBMUX_API_TIMEOUT=%s", r.timeout),
 			"the upstream is slow or stuck; obmux_api_requests_total{outcome=\"timeout\"} counts every one")

@@ -63,7 +63,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	// together, against the upstream queue's byte bound, which therefore
 	// never refuses one.
 	router := proxy.NewRouter(cfg.APITimeout, proxy.Limits{Calls: cfg.APIMaxInflight, Bytes: cfg.APIMaxInflightBytes,
-		TotalBytes: cfg.QueueBytes}, log)
+		TotalBytes: cfg.QueueBytes, Send: cfg.Send}, log)
 	hub := fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
@@ -167,6 +167,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 			Tick: min(max(cfg.NotifyAfter/4, 50*time.Millisecond), time.Second)}, mon, acct, reg)
 		wg.Go(func() { notifier.Run(runCtx) })
 		log.Info("notifications on", "url", wsconn.RedactURL(cfg.NotifyURL), "after", cfg.NotifyAfter)
+	}
+	if cfg.Send.Rate > 0 {
+		log.Info("send rate limit on, for the whole account", "rate", cfg.SendRate, "burst", cfg.SendBurst, "actions", cfg.Send.Actions)
 	}
 	log.Info("obmux serving", "version", version, "upstream", describeUpstream(cfg, addrs), "targets", len(cfg.Targets),
 		"metrics", addrs.Metrics, "forward", addrs.Forward)
