@@ -162,6 +162,18 @@ type cursor struct {
 	// after it included), so that writing it resumes past them.
 	lastSeq, pulledTo uint64
 	evs               []*policy.Event // Pull's scratch, beside dst
+	// start is the seq the peer started from (its replay's first event);
+	// replay the number of events replayed to it, counted once the
+	// connection settles (countReplay).
+	start, replay uint64
+}
+
+// countReplay counts and logs the replay of a connection that settled.
+func (c *cursor) countReplay() {
+	if c.replay > 0 {
+		c.stats.M.Replayed.Add(float64(c.replay))
+		c.hub.log.Info("replaying missed events", "name", c.stats.Name, "events", c.replay)
+	}
 }
 
 // Pull implements wsconn.Source. The peer's checks run outside the hub's
@@ -269,11 +281,9 @@ func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *po
 			st.M.ReplayLost.Add(float64(lost))
 			h.log.Warn("events missed while away are no longer kept for replay", "name", st.Name, "lost", lost)
 		}
-		if n := h.passing(c.check, from, r.next); n > 0 {
-			st.M.Replayed.Add(float64(n))
-			h.log.Info("replaying missed events", "name", st.Name, "events", n)
-		}
+		c.replay = h.passing(c.check, from, r.next) // counted when the connection settles
 	}
+	c.start = c.next
 	// Until it writes something, this connection resumes, next time, from
 	// where it started: the replay (if cut short) is not skipped, and a
 	// first connection gets its own resume point.
@@ -353,6 +363,10 @@ type serveOpts struct {
 	selfID                 int64
 	resume                 uint64
 	policy                 *policy.Policy // nil: the zero Policy
+	// settled, if not nil, is called once the connection has lasted
+	// wsconn.RefusedWithin, or when it ends sooner without being refused
+	// (wsconn.Served.Refused); its replay is counted then too.
+	settled func()
 }
 
 // serve runs one peer connection until it ends and returns how it ended and
@@ -391,16 +405,40 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 		c = h.attach(conn, st, o.resume, o.policy)
 		conn.SetSource(c)
 	}
+	var once sync.Once
+	settle := func() {
+		if c != nil {
+			c.countReplay()
+		}
+		if o.settled != nil {
+			o.settled()
+		}
+	}
+	start := time.Now()
+	timer := time.AfterFunc(wsconn.RefusedWithin, func() { once.Do(settle) })
 	reason, err := conn.Run(ctx, p.handle)
+	end := wsconn.Served{Reason: reason, Err: err, Lasted: time.Since(start)}
+	early := timer.Stop()
 	resume := o.resume
 	if c != nil {
 		resume = h.detach(c)
+	}
+	switch {
+	case early && end.Refused():
+		// Turned down at once: a failed dial, which delivered nothing. The
+		// next connection starts where this one did (no replay if this
+		// was the first).
+		if o.resume != 0 && c != nil {
+			resume = c.start
+		}
+	case early:
+		once.Do(settle)
 	}
 	h.router.Forget(p)
 	h.mu.Lock()
 	delete(h.peers, p)
 	h.mu.Unlock()
-	return wsconn.Served{Reason: reason, Err: err}, resume
+	return end, resume
 }
 
 // Close ends every peer gracefully: lifecycle disable, then close 1001

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -62,14 +63,17 @@ func (t *Target) Run(ctx context.Context) {
 			return t.header(id), true
 		},
 		Serve: func(ctx context.Context, ws *websocket.Conn, raw io.Closer) wsconn.Served {
-			t.log.Info("target connected", "url", wsconn.RedactURL(t.cfg.URL), "self_id", selfID)
+			// Logged once the connection settles: one the framework turns
+			// down at once is a failed dial, not a connect.
+			connected := func() { t.log.Info("target connected", "url", wsconn.RedactURL(t.cfg.URL), "self_id", selfID) }
 			end, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID,
-				resume: t.resume, policy: &t.cfg.Policy})
+				resume: t.resume, policy: &t.cfg.Policy, settled: connected})
 			t.resume = resume
 			return end
 		},
 		DialFailed: "cannot connect to target", DialHint: t.hint,
-		Disconnected: "target disconnected", CloseHint: closeHint}
+		Disconnected: "target disconnected", CloseHint: closeHint,
+		RefusedHint: func(err *wsconn.RefusedError) string { return t.refusedHint(err, selfID) }}
 	r.Run(ctx)
 }
 
@@ -127,6 +131,35 @@ func (t *Target) hint(err error) string {
 		return fmt.Sprintf("nothing listens at %s_URL: is the framework running, and its reverse-WS server enabled?", t.cfg.EnvPrefix)
 	}
 	return fmt.Sprintf("check %s_URL and that the framework is reachable", t.cfg.EnvPrefix)
+}
+
+// refusedHint explains a connection the framework accepted and closed at
+// once, by what each framework does: Koishi's OneBot adapter serves only
+// its path (/onebot by default) and closes a connection whose X-Self-ID is
+// not its selfId; NoneBot listens on /onebot/v11/ws and closes a second
+// connection for one X-Self-ID.
+func (t *Target) refusedHint(err *wsconn.RefusedError, selfID int64) string {
+	switch r := strings.ToLower(err.Reason); {
+	case strings.Contains(r, "duplicate"):
+		return closeHint(errors.New("Duplicate X-Self-ID"))
+	case strings.Contains(r, "x-self-id"), strings.Contains(r, "selfid"), strings.Contains(r, "self_id"):
+		return fmt.Sprintf("the framework does not serve X-Self-ID %d: Koishi's selfId (adapter-onebot) must be this QQ number", selfID)
+	case strings.Contains(r, "x-client-role"):
+		return "the framework wants another X-Client-Role: obmux connects as Universal (Koishi: leave the adapter's role setting alone)"
+	}
+	path := "/"
+	if u, perr := url.Parse(t.cfg.URL); perr == nil && u.Path != "" {
+		path = u.Path
+	}
+	koishi := fmt.Sprintf("Koishi listens on /onebot and closes a connection whose X-Self-ID is not its selfId, which must be the QQ number %d", selfID)
+	nonebot := "NoneBot listens on /onebot/v11/ws and closes a second connection with the same X-Self-ID (is the implementation or another obmux also connected to it?)"
+	switch {
+	case strings.HasSuffix(path, "/onebot/v11/ws"):
+		return fmt.Sprintf("the framework turned the connection down: %s_URL has NoneBot's path; %s; %s", t.cfg.EnvPrefix, nonebot, koishi)
+	case strings.HasSuffix(path, "/onebot"):
+		return fmt.Sprintf("the framework turned the connection down: %s", koishi)
+	}
+	return fmt.Sprintf("the framework turned the connection down: check the path of %s_URL (%s); %s; %s", t.cfg.EnvPrefix, path, koishi, nonebot)
 }
 
 // closeHint explains a close the peer chose.

@@ -2,9 +2,12 @@ package wsconn
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -17,6 +20,45 @@ type Served struct {
 	// Reason and Err say why the connection ended, as Conn.Run returns them.
 	Reason health.Reason
 	Err    error
+	// Lasted is how long the connection was served, from its greeting.
+	Lasted time.Duration
+}
+
+// RefusedWithin is how soon after its greeting a peer's close makes a
+// connection refused (Served.Refused).
+const RefusedWithin = time.Second
+
+// Refused reports whether the peer closed the connection, with a close
+// frame, within RefusedWithin of its greeting: a framework that accepts the
+// WebSocket and then turns the connection down (Koishi on another path or
+// with another selfId, NoneBot with another connection for the X-Self-ID).
+// A connection lost without a close frame (a network cut) is not refused.
+func (s Served) Refused() bool {
+	var ce websocket.CloseError
+	return s.Reason == health.ReasonClosedByPeer && s.Lasted < RefusedWithin && errors.As(s.Err, &ce)
+}
+
+// RefusedError is a connection the peer refused (Served.Refused), as a
+// failed dial: it says the close code and reason, never how long it took,
+// so that a repeat logs as one.
+type RefusedError struct {
+	Code   websocket.StatusCode
+	Reason string
+}
+
+// Error implements error.
+func (e *RefusedError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("the peer accepted the WebSocket and closed it at once (close %d %s, no reason given)", int(e.Code), e.Code)
+	}
+	return fmt.Sprintf("the peer accepted the WebSocket and closed it at once (close %d %s: %q)", int(e.Code), e.Code, e.Reason)
+}
+
+// refusedError returns the RefusedError of a refused connection's end.
+func refusedError(err error) *RefusedError {
+	var ce websocket.CloseError
+	errors.As(err, &ce)
+	return &RefusedError{Code: ce.Code, Reason: ce.Reason}
 }
 
 // Log logs the end of the connection as msg with attrs after its reason and
@@ -53,6 +95,11 @@ type Redial struct {
 	// nil, explains one (its "hint").
 	Disconnected string
 	CloseHint    func(err error) string
+	// RefusedHint, if not nil, makes a refused connection (Served.Refused)
+	// a failed dial: recorded and logged as DialFailed with this hint for
+	// its *RefusedError (once per change), backed off, and not logged as
+	// Disconnected.
+	RefusedHint func(err *RefusedError) string
 }
 
 // Run dials and serves until ctx is done.
@@ -70,27 +117,36 @@ func (r *Redial) attempt(ctx context.Context, failures *health.FailureLog) bool 
 	}
 	ws, raw, err := Dial(ctx, r.URL, h)
 	if err != nil {
-		r.dialFailed(ctx, failures, err)
+		r.dialFailed(ctx, failures, err, r.DialHint(err))
 		return false
 	}
-	return r.served(ctx, failures, r.Serve(ctx, ws, raw))
+	start := time.Now()
+	end := r.Serve(ctx, ws, raw)
+	if end.Lasted == 0 {
+		end.Lasted = time.Since(start)
+	}
+	return r.served(ctx, failures, end)
 }
 
 // dialFailed records and logs a dial that failed with err (a repeat of the
 // last error at debug), unless ctx ended it.
-func (r *Redial) dialFailed(ctx context.Context, failures *health.FailureLog, err error) {
+func (r *Redial) dialFailed(ctx context.Context, failures *health.FailureLog, err error, hint string) {
 	if ctx.Err() != nil {
 		return
 	}
 	r.Stats.Failed(err)
-	failures.Log(r.Log, r.DialFailed, err, r.DialHint(err))
+	failures.Log(r.Log, r.DialFailed, err, hint)
 }
 
 // served logs how a dialed connection ended and reports whether the attempt
 // counts as connected. This is the one place that judges a served
-// connection: a session that ends too soon to count as connected would be
-// recorded with dialFailed here and return false.
+// connection: one the peer refused (with RefusedHint set) is a failed dial.
 func (r *Redial) served(ctx context.Context, failures *health.FailureLog, end Served) bool {
+	if r.RefusedHint != nil && end.Refused() {
+		err := refusedError(end.Err)
+		r.dialFailed(ctx, failures, err, r.RefusedHint(err))
+		return false
+	}
 	failures.Reset()
 	var attrs []any
 	if r.CloseHint != nil {

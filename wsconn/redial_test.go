@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +139,60 @@ func TestRedialLogsARepeatedFailureOnce(t *testing.T) {
 	if mon.Snapshot()[0].LastError == "" {
 		t.Error("the failed dial is not recorded in the Stats")
 	}
+}
+
+// With RefusedHint set, a connection the peer closes with a close frame at
+// once is a failed dial (its RefusedError logged once, then at debug; no
+// "disconnected"); one lost without a close frame is an ordinary end.
+func TestRedialRefusedIsAFailedDial(t *testing.T) {
+	srv, err := sim.Listen("127.0.0.1:0", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	log := make(logRecords, 100)
+	r, mon := testRedial(srv.URL, log)
+	r.RefusedHint = func(err *RefusedError) string { return "refused hint " + err.Reason }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	var levels []slog.Level
+	for range 2 {
+		p, err := srv.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.WS.Close(websocket.StatusPolicyViolation, "selfId mismatch")
+		p.Close()
+		rec := log.next(t, "dial failed")
+		levels = append(levels, rec.Level)
+		if e, h := attr(rec, "error"), attr(rec, "hint"); e != `the peer accepted the WebSocket and closed it at once (close 1008 StatusPolicyViolation: "selfId mismatch")` ||
+			h != "refused hint selfId mismatch" {
+			t.Errorf("error %q hint %q", e, h)
+		}
+	}
+	if levels[0] != slog.LevelWarn || levels[1] != slog.LevelDebug {
+		t.Errorf("levels %v, want WARN then DEBUG", levels)
+	}
+	if e := mon.Snapshot()[0].LastError; !strings.Contains(e, "closed it at once") {
+		t.Errorf("last error %q", e)
+	}
+	p, err := srv.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // no close frame
+	if rec := log.next(t, "disconnected"); attr(rec, "hint") != "close hint" {
+		t.Errorf("a lost connection: %v", rec)
+	}
+	select {
+	case rec := <-log:
+		if rec.Message == "dial failed" {
+			t.Errorf("a lost connection logged as a failed dial")
+		}
+	default:
+	}
+	cancel()
+	<-done
 }
