@@ -407,11 +407,11 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	}
 	var once sync.Once
 	settle := func() {
-		if c != nil {
-			c.countReplay()
-		}
 		if o.settled != nil {
 			o.settled()
+		}
+		if c != nil {
+			c.countReplay()
 		}
 	}
 	start := time.Now()
