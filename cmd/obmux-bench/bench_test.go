@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/obmux/obmux/config"
 )
 
 func TestMain(m *testing.M) {
@@ -58,9 +62,9 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck", "-targets", "2", "-sizes", "300", "-events", "200",
+	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck,filter", "-targets", "2", "-sizes", "300", "-events", "200",
 		"-latency-targets", "3", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms", "-stuck-duration", "300ms",
-		"-stuck-policies", "disconnect"}, &out, &errOut)
+		"-stuck-policies", "disconnect", "-filter-targets", "3", "-filter-sizes", "300", "-filter-rounds", "1"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
 	}
@@ -68,8 +72,9 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("bad JSON: %v\n%s", err, out.String())
 	}
-	// throughput and latency through both relays, stuck through obmux and the baseline
-	if len(rep.Results) != 6 || rep.Failed {
+	// throughput and latency through both relays, stuck through obmux and
+	// the baseline, filter through obmux twice (without and with GROUPS)
+	if len(rep.Results) != 8 || rep.Failed {
 		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
 	}
 	relays := map[string]int{}
@@ -82,7 +87,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s %s: sent %d, peak RSS %d", r.Relay, r.Label, r.Sent, r.PeakRSS)
 		}
 		switch r.Scenario.Kind {
-		case "throughput":
+		case "throughput", "filter":
 			if r.Sent != 200 {
 				t.Errorf("%s: sent %d events, want 200", r.Relay, r.Sent)
 			}
@@ -92,10 +97,10 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	if relays["obmux"] != 3 || relays["baseline"] != 3 {
+	if relays["obmux"] != 5 || relays["baseline"] != 3 {
 		t.Errorf("runs per relay: %v", relays)
 	}
-	if !bytes.Contains(errOut.Bytes(), []byte("6/6]")) {
+	if !bytes.Contains(errOut.Bytes(), []byte("8/8]")) {
 		t.Errorf("no progress on stderr:\n%s", errOut.String())
 	}
 }
@@ -114,9 +119,37 @@ func TestTable(t *testing.T) {
 	}
 	var b bytes.Buffer
 	printTable(&b, rep)
-	for _, s := range []string{"Saturating throughput", "Latency at", "Idle targets", "stops reading", "no event lost"} {
+	for _, s := range []string{"Saturating throughput", "Latency at", "Idle targets", "stops reading", "Per-bot group filters", "median", "no event lost"} {
 		if !bytes.Contains(b.Bytes(), []byte(s)) {
 			t.Errorf("no %q in:\n%s", s, b.String())
 		}
+	}
+}
+
+// The filter runs give each target its own GROUPS list, read by obmux's
+// configuration as such, each holding the events' group.
+func TestGroupLists(t *testing.T) {
+	sc := scenario{Kind: "filter", Targets: 10, Groups: 16}
+	env := groupLists(sc)
+	for i := range sc.Targets {
+		env = append(env, "OBMUX_TARGET_"+targetName(i)+"_URL=ws://127.0.0.1:1/")
+	}
+	cfg, err := config.Load(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, tc := range cfg.Targets {
+		g := tc.Policy.Groups
+		if len(g) != 16 || !slices.Contains(g, eventGroup) {
+			t.Errorf("%s: GROUPS %v", tc.Name, g)
+		}
+		seen[fmt.Sprint(g)] = true
+	}
+	if len(cfg.Targets) != 10 || len(seen) != 10 {
+		t.Errorf("%d targets, %d different lists", len(cfg.Targets), len(seen))
+	}
+	if groupLists(scenario{Kind: "filter", Targets: 10}) != nil || groupLists(scenario{Kind: "throughput", Targets: 10, Groups: 3}) != nil {
+		t.Error("lists for a run without filters")
 	}
 }

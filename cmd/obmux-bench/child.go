@@ -71,7 +71,7 @@ func startRelay(spec relaySpec, upstreamURL string, targetURLs []string, extra [
 		"OBMUX_LOG_LEVEL=warn",
 	)
 	for i, u := range targetURLs {
-		env = append(env, fmt.Sprintf("OBMUX_TARGET_T%04d_URL=%s", i, u))
+		env = append(env, fmt.Sprintf("OBMUX_TARGET_%s_URL=%s", targetName(i), u))
 	}
 	env = append(env, extra...)
 	c := &relayChild{name: spec.name, metrics: metrics, exited: make(chan struct{})}
@@ -327,3 +327,6 @@ func moduleRoot() (string, error) {
 	}
 	return filepath.Dir(mod), nil
 }
+
+// targetName is the name of the i-th target in the relay's environment.
+func targetName(i int) string { return fmt.Sprintf("T%04d", i) }

@@ -22,6 +22,8 @@ const (
 	// headerLen covers the slots: a target reads this much of a frame
 	// into its own buffer and skims the rest.
 	headerLen = 256
+	// eventGroup is the group_id of every bench event.
+	eventGroup = 3003
 )
 
 // event is one reusable event frame of a fixed size.
@@ -68,7 +70,7 @@ func buildEvent(pad int, image bool) []byte {
 	}
 	return []byte(`{"self_id":` + strconv.Itoa(selfID) + `,"user_id":2002,"time":1700000000,` +
 		seqKey + strings.Repeat("0", seqWidth) + `,` + tsKey + strings.Repeat("0", tsWidth) +
-		`,"message_type":"group","sub_type":"normal","group_id":3003,"message":` + message + `,"raw_message":"` + raw +
+		`,"message_type":"group","sub_type":"normal","group_id":` + strconv.Itoa(eventGroup) + `,"message":` + message + `,"raw_message":"` + raw +
 		`","sender":{"user_id":2002,"nickname":"bob"},"post_type":"message"}`)
 }
 

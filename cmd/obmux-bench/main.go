@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -61,6 +62,10 @@ type options struct {
 	idleSettle time.Duration
 	stuckDur   time.Duration
 	policies   []string
+	fTargets   int
+	fSizes     []int
+	fGroups    int
+	fRounds    int
 	json       bool
 	profile    string
 	progress   bool
@@ -71,10 +76,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("obmux-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	var relays, only, targets, sizes, policies string
+	var relays, only, targets, sizes, policies, fSizes string
 	fs.StringVar(&o.obmux, "obmux", "", "obmux binary to measure (default: go build ./cmd/obmux into a temporary directory)")
 	fs.StringVar(&relays, "relays", "obmux,baseline", "relays to run, in order")
-	fs.StringVar(&only, "run", "throughput,latency,idle,stuck", "scenario kinds to run")
+	fs.StringVar(&only, "run", "throughput,latency,idle,stuck,filter", "scenario kinds to run")
 	fs.StringVar(&targets, "targets", "1,10,100", "throughput: target counts")
 	fs.StringVar(&sizes, "sizes", "300,16KiB,1MiB", "throughput: event sizes (bytes, or with KiB/MiB)")
 	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "throughput: measured time per run")
@@ -89,6 +94,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idleSettle, "idle-settle", 1500*time.Millisecond, "idle: time between all connected and the RSS reading")
 	fs.DurationVar(&o.stuckDur, "stuck-duration", 3*time.Second, "stuck: measured time")
 	fs.StringVar(&policies, "stuck-policies", "disconnect,drop_oldest", "stuck: obmux's OBMUX_SLOW_TARGET values to run")
+	fs.IntVar(&o.fTargets, "filter-targets", 10, "filter: targets, each with its own OBMUX_TARGET_<NAME>_GROUPS list")
+	fs.StringVar(&fSizes, "filter-sizes", "300,16KiB", "filter: event sizes")
+	fs.IntVar(&o.fGroups, "filter-groups", 16, "filter: groups in each target's list (one of them the events' group, so every event still reaches every target)")
+	fs.IntVar(&o.fRounds, "filter-rounds", 3, "filter: alternating pairs of runs (unfiltered, filtered) per size; the table shows each pair's ratio and their median")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each relay per measured run into this directory (obmux is built with a pprof overlay)")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
@@ -109,10 +118,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.only = map[string]bool{}
 	for _, k := range splitList(only) {
 		switch k {
-		case "throughput", "latency", "idle", "stuck":
+		case "throughput", "latency", "idle", "stuck", "filter":
 			o.only[k] = true
 		default:
-			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck)", k)
+			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter)", k)
 		}
 	}
 	for _, s := range splitList(targets) {
@@ -131,6 +140,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("-sizes: %d is below the smallest event (%d bytes)", n, minEventSize)
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	for _, s := range splitList(fSizes) {
+		n, err := parseSize(s)
+		if err != nil || n < minEventSize {
+			return nil, fmt.Errorf("-filter-sizes: bad size %q (at least %d bytes)", s, minEventSize)
+		}
+		o.fSizes = append(o.fSizes, n)
+	}
+	if o.fTargets < 1 || o.fGroups < 1 || o.fRounds < 1 {
+		return nil, errors.New("-filter-targets, -filter-groups and -filter-rounds must be at least 1")
 	}
 	if o.latSize < minEventSize {
 		return nil, fmt.Errorf("-latency-size: %d is below the smallest event (%d bytes)", o.latSize, minEventSize)
@@ -193,6 +212,18 @@ func (o *options) suite() []scenario {
 		s = append(s, scenario{Kind: "idle", Targets: 1, Duration: o.idleSettle})
 		if o.idle > 1 {
 			s = append(s, scenario{Kind: "idle", Targets: o.idle, Duration: o.idleSettle})
+		}
+	}
+	if o.only["filter"] {
+		// Unfiltered and filtered alternate, so that both see the same
+		// background load.
+		for _, size := range o.fSizes {
+			for round := 1; round <= o.fRounds; round++ {
+				for _, groups := range []int{0, o.fGroups} {
+					s = append(s, scenario{Kind: "filter", Targets: o.fTargets, Size: size, Window: o.windowFor(size), Groups: groups,
+						Round: round, Events: o.events, Warmup: o.warmup, Duration: o.duration})
+				}
+			}
 		}
 	}
 	if o.only["stuck"] {
@@ -282,6 +313,9 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 	for _, sc := range o.suite() {
 		for _, r := range o.relays {
 			run := sc
+			if sc.Kind == "filter" && r != "obmux" {
+				continue // obmux against itself: the baseline has no filters
+			}
 			if sc.Kind == "stuck" && r == "baseline" {
 				if sc.Policy != o.policies[0] {
 					continue // the baseline has one policy

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,13 +16,18 @@ import (
 
 // scenario is one workload run through one relay.
 type scenario struct {
-	Kind    string  `json:"kind"` // throughput, latency, idle, stuck
+	Kind    string  `json:"kind"` // throughput, latency, idle, stuck, filter
 	Targets int     `json:"targets"`
 	Size    int     `json:"event_bytes"`
 	Rate    float64 `json:"rate,omitempty"` // events/s; 0 saturates within the window
 	Window  int     `json:"window,omitempty"`
 	Stuck   int     `json:"stuck_targets,omitempty"`
 	Policy  string  `json:"slow_policy,omitempty"` // obmux's OBMUX_SLOW_TARGET
+	// Groups, in a filter run, is how many groups each target's
+	// OBMUX_TARGET_<NAME>_GROUPS lists (0: no filter, the run it is
+	// compared with); Round numbers the alternating pairs of runs.
+	Groups int `json:"groups_per_target,omitempty"`
+	Round  int `json:"round,omitempty"`
 	// Events, if > 0, sends exactly that many events (no warm-up) instead of
 	// running for Duration after Warmup.
 	Events   uint64        `json:"events,omitempty"`
@@ -36,6 +43,12 @@ func (s scenario) label() string {
 		return fmt.Sprintf("latency %d targets %s @%s/s", s.Targets, sizeName(s.Size), si(s.Rate))
 	case "stuck":
 		return fmt.Sprintf("stuck 1 of %d targets %s @%s/s", s.Targets, sizeName(s.Size), si(s.Rate))
+	case "filter":
+		f := "unfiltered"
+		if s.Groups > 0 {
+			f = fmt.Sprintf("GROUPS of %d", s.Groups)
+		}
+		return fmt.Sprintf("filter %d targets %s %s #%d", s.Targets, sizeName(s.Size), f, s.Round)
 	}
 	return fmt.Sprintf("throughput %d targets %s", s.Targets, sizeName(s.Size))
 }
@@ -105,6 +118,7 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 	if sc.Policy != "" {
 		extra = append(extra, "OBMUX_SLOW_TARGET="+sc.Policy)
 	}
+	extra = append(extra, groupLists(sc)...)
 	child, err := startRelay(rel, up.url, urls, extra, profileDir != "")
 	if err != nil {
 		return fail(err)
@@ -394,4 +408,24 @@ func send(ws *websocket.Conn, ev *event, sc scenario, ts *targets, sent *atomic.
 		sent.Store(seq)
 	}
 	return nil
+}
+
+// groupLists returns, for a filter run with Groups, each target's
+// OBMUX_TARGET_<NAME>_GROUPS: a different list of sc.Groups groups per
+// target, each holding the bench event's group (so that every target still
+// gets, and checks, every event) among others of its own, so that every
+// target runs its own check on every event.
+func groupLists(sc scenario) []string {
+	if sc.Kind != "filter" || sc.Groups == 0 {
+		return nil
+	}
+	var env []string
+	for i := range sc.Targets {
+		list := []string{strconv.Itoa(eventGroup)}
+		for k := 1; k < sc.Groups; k++ {
+			list = append(list, strconv.Itoa(100000+i*1000+k))
+		}
+		env = append(env, fmt.Sprintf("OBMUX_TARGET_%s_GROUPS=%s", targetName(i), strings.Join(list, ",")))
+	}
+	return env
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 )
 
@@ -117,6 +118,8 @@ func printTable(w io.Writer, rep *report) {
 		}
 	}
 
+	printFilter(tw, rep, section)
+
 	stuckDone := false
 	for _, s := range rows {
 		if s.Kind != "stuck" || stuckDone {
@@ -221,4 +224,54 @@ func sizeName(n int) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// printFilter prints the filter runs: per size, each pair of runs (no
+// filter, then every target with its own GROUPS list) and the median of
+// their ratios.
+func printFilter(tw *tabwriter.Writer, rep *report, section func(title, header string)) {
+	type pair struct{ plain, groups *result }
+	var sizes []int
+	pairs := map[int][]pair{}
+	var targets, groups int
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		s := r.Scenario
+		if s.Kind != "filter" {
+			continue
+		}
+		if _, ok := pairs[s.Size]; !ok {
+			sizes = append(sizes, s.Size)
+		}
+		for len(pairs[s.Size]) < s.Round {
+			pairs[s.Size] = append(pairs[s.Size], pair{})
+		}
+		p := &pairs[s.Size][s.Round-1]
+		if s.Groups > 0 {
+			p.groups, groups = r, s.Groups
+		} else {
+			p.plain = r
+		}
+		targets = s.Targets
+	}
+	if len(sizes) == 0 {
+		return
+	}
+	section(fmt.Sprintf("Per-bot group filters: %d targets through obmux, without filters and each with its own OBMUX_TARGET_<NAME>_GROUPS of %d groups (all holding the events' group, so each target checks and gets every event); runs alternate", targets, groups),
+		"size	round	unfiltered ev/s	GROUPS ev/s	ratio	unfiltered CPU s/1e6 frames	GROUPS	unfiltered alloc B/event	GROUPS	")
+	for _, size := range sizes {
+		var ratios []float64
+		for i, p := range pairs[size] {
+			r := ratio(p.groups, p.plain, func(r *result) float64 { return r.EventsPerSec })
+			if p.groups != nil && p.plain != nil && p.groups.Error == "" && p.plain.Error == "" && p.plain.EventsPerSec > 0 {
+				ratios = append(ratios, p.groups.EventsPerSec/p.plain.EventsPerSec)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", sizeName(size), i+1, col(p.plain, evs), col(p.groups, evs), r,
+				col(p.plain, cpu), col(p.groups, cpu), col(p.plain, alloc), col(p.groups, alloc))
+		}
+		if len(ratios) > 0 {
+			slices.Sort(ratios)
+			fmt.Fprintf(tw, "%s\tmedian\t\t\t%.2f\t\t\t\t\t\n", sizeName(size), ratios[len(ratios)/2])
+		}
+	}
 }
