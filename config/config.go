@@ -55,6 +55,9 @@ type Config struct {
 	ReconnectMax      time.Duration `env:"RECONNECT_MAX" envDefault:"30s"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	MetricsListen     string        `env:"METRICS_LISTEN" envDefault:":9108"`
+	// HTTPTimeout bounds reading one HTTP request (headers and body) on
+	// obmux's listeners; WebSockets, once upgraded, are not affected.
+	HTTPTimeout time.Duration `env:"HTTP_TIMEOUT" envDefault:"10s"`
 
 	NotifyURL   string        `env:"NOTIFY_URL"`
 	NotifyAfter time.Duration `env:"NOTIFY_AFTER" envDefault:"1m"`
@@ -240,7 +243,8 @@ func Load(environ []string) (Config, error) {
 		name string
 		d    time.Duration
 	}{{"API_TIMEOUT", cfg.APITimeout}, {"PING_TIMEOUT", cfg.PingTimeout}, {"RECONNECT_MIN", cfg.ReconnectMin},
-		{"RECONNECT_MAX", cfg.ReconnectMax}, {"SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout}, {"REPLAY_MAX_AGE", cfg.ReplayMaxAge}}
+		{"RECONNECT_MAX", cfg.ReconnectMax}, {"SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout}, {"REPLAY_MAX_AGE", cfg.ReplayMaxAge},
+		{"HTTP_TIMEOUT", cfg.HTTPTimeout}}
 	for _, p := range positive {
 		if p.d <= 0 {
 			bad(p.name, p.d, "must be a positive duration such as 500ms or 30s")

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // The memory bounds of issue 13: defaults, and values that are refused.
@@ -28,5 +29,25 @@ func TestMemoryLimitVariables(t *testing.T) {
 	if cfg, err := Load([]string{"OBMUX_API_MAX_INFLIGHT_BYTES=1048576", "OBMUX_FORWARD_MAX_CLIENTS=5"}); err != nil ||
 		cfg.APIMaxInflightBytes != 1<<20 || cfg.ForwardMaxClients != 5 {
 		t.Errorf("set: %+v %v", cfg, err)
+	}
+}
+
+// OBMUX_HTTP_TIMEOUT (issue 13, item 4): default, set, refused.
+func TestHTTPTimeoutVariable(t *testing.T) {
+	if cfg, err := Load(nil); err != nil || cfg.HTTPTimeout != 10*time.Second {
+		t.Errorf("default: %v %v", cfg.HTTPTimeout, err)
+	}
+	if cfg, err := Load([]string{"OBMUX_HTTP_TIMEOUT=2s"}); err != nil || cfg.HTTPTimeout != 2*time.Second {
+		t.Errorf("set: %v %v", cfg.HTTPTimeout, err)
+	}
+	for _, c := range []struct{ env, want string }{
+		{"OBMUX_HTTP_TIMEOUT=0", "OBMUX_HTTP_TIMEOUT=0s: must be a positive duration"},
+		{"OBMUX_HTTP_TIMEOUT=-1s", "OBMUX_HTTP_TIMEOUT=-1s: must be a positive duration"},
+		{"OBMUX_HTTP_TIMEOUT=10", `OBMUX_HTTP_TIMEOUT="10": not a duration`},
+	} {
+		_, err := Load([]string{c.env})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.env, err, c.want)
+		}
 	}
 }

@@ -94,6 +94,12 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("http.ResponseWriter does not implement http.Hijacker")
 	}
 	c, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The server's read (OBMUX_HTTP_TIMEOUT) and idle deadlines were for
+	// the request; the WebSocket keeps its own time (keepalive).
+	c.SetDeadline(time.Time{})
 	h.conn = c
-	return c, rw, err
+	return c, rw, nil
 }

@@ -98,16 +98,15 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	var servers []*http.Server
 	var lns []net.Listener
 	var busy []error
-	listen := func(variable, addr string, h http.Handler) string {
+	listen := func(variable, addr string, h http.Handler, conns int) string {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			busy = append(busy, fmt.Errorf("%s%s=%s: cannot listen (is another program on that port? set %s%s to another address): %w",
 				config.Prefix, variable, addr, config.Prefix, variable, err))
 			return ""
 		}
-		lns = append(lns, ln)
-		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)})
+		lns = append(lns, limitListener(ln, conns))
+		servers = append(servers, newHTTPServer(cfg, h, log))
 		return ln.Addr().String()
 	}
 	var addrs listenAddrs
@@ -120,7 +119,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	metricsMux.Handle("GET /{$}", status)
 	metricsMux.Handle("GET /status", status)
 	metricsMux.Handle("/", healthHandler)
-	addrs.Metrics = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux)
+	addrs.Metrics = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux, spareConns)
 	if cfg.UpstreamURL == "" {
 		mux := http.NewServeMux()
 		mux.Handle(cfg.UpstreamPath, up)
@@ -134,12 +133,12 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 				http.Error(w, "obmux serves the upstream on "+cfg.UpstreamPath, http.StatusNotFound)
 			})
 		}
-		addrs.Upstream = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux)
+		addrs.Upstream = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux, spareConns)
 	}
 	if cfg.ForwardListen != "" {
 		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward,
 			MaxClients: cfg.ForwardMaxClients, Refused: refused})
-		addrs.Forward = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd)
+		addrs.Forward = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd, cfg.ForwardMaxClients+spareConns)
 	}
 	if len(busy) > 0 {
 		closeAll(lns)
@@ -182,10 +181,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	metricsSrv := servers[0]
-	for _, srv := range servers[1:] {
-		srv.Shutdown(shCtx) // stop accepting; hijacked WebSockets are ours to close
-	}
+	// Stop accepting, with a short deadline of its own: a client holding a
+	// request open must not use the peers' time.
+	stopServers(servers[1:], listenersShutdown(cfg))
 	// Peers first, with most of the time; the upstream then gets its 1001
 	// even when a stuck peer used the peers' share.
 	peersCtx, cancelPeers := context.WithTimeout(shCtx, cfg.ShutdownTimeout*4/5)
@@ -193,7 +191,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	cancelPeers()
 	up.Close(shCtx)
 	stopRun()
-	metricsSrv.Shutdown(shCtx)
+	stopServers(servers[:1], listenersShutdown(cfg))
 	wg.Wait()
 	log.Info("obmux stopped")
 	return nil
