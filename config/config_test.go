@@ -44,7 +44,8 @@ func TestPolicyVariables(t *testing.T) {
 	// the filter language, the position).
 	_, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_GROUPS=1,x", "OBMUX_TARGET_A_GROUPS_DENY=0",
 		`OBMUX_TARGET_A_FILTER={"raw_message":{".regex":"("}}`, "OBMUX_TARGET_A_SELF_MESSAGES=nah",
-		`OBMUX_FORWARD_FILTER={".nope":{}}`, "OBMUX_FORWARD_USERS_DENY=q", "OBMUX_TARGET_A_FILTER_FILE=/nonexistent"})
+		`OBMUX_FORWARD_FILTER={".nope":{}}`, "OBMUX_FORWARD_USERS_DENY=q", "OBMUX_TARGET_A_FILTER_FILE=/nonexistent",
+		"OBMUX_TARGET_A_MESSAGE_FORMAT=cq", "OBMUX_FORWARD_MESSAGE_FORMAT=Array"})
 	for _, want := range []string{
 		`OBMUX_TARGET_A_GROUPS="1,x": "x" is not a group number`,
 		`OBMUX_TARGET_A_GROUPS_DENY="0"`,
@@ -53,10 +54,19 @@ func TestPolicyVariables(t *testing.T) {
 		`OBMUX_FORWARD_FILTER="{\".nope\":{}}": the filter does not parse: line 1, column 2 (byte 1): unknown operator .nope`,
 		`OBMUX_FORWARD_USERS_DENY="q"`,
 		`OBMUX_TARGET_A_FILTER_FILE="/nonexistent": `,
+		`OBMUX_TARGET_A_MESSAGE_FORMAT="cq": not a message format (array or string`,
+		`OBMUX_FORWARD_MESSAGE_FORMAT="Array": not a message format`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not say %q:\n%v", want, err)
 		}
+	}
+	// Message formats are read for targets and forward clients.
+	cfg, err = Load([]string{"OBMUX_TARGET_A_URL=ws://a", "OBMUX_TARGET_A_MESSAGE_FORMAT=string", "OBMUX_TARGET_B_URL=ws://b",
+		"OBMUX_FORWARD_MESSAGE_FORMAT=array"})
+	if err != nil || cfg.Targets[0].Policy.MessageFormat != "string" || cfg.Targets[1].Policy.MessageFormat != "" ||
+		cfg.Forward.MessageFormat != "array" {
+		t.Errorf("MESSAGE_FORMAT not read: %v", err)
 	}
 	// API permissions: every bad pattern named at once, the API_ suffixes
 	// read for targets (even a target named API) and forward clients.

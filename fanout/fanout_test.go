@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/internal/sim"
+	"github.com/obmux/obmux/onebot"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
 )
@@ -44,14 +47,28 @@ func TestRingBounds(t *testing.T) {
 // never run, so that Event's own cost can be measured.
 func newTestHub(tb testing.TB, n int) (*Hub, func()) {
 	tb.Helper()
+	return newPolicyHub(tb, make([]*policy.Policy, n))
+}
+
+// newPolicyHub is newTestHub with a peer for each of ps (nil: the zero
+// Policy), and their Ingest.
+func newPolicyHub(tb testing.TB, ps []*policy.Policy) (*Hub, func()) {
+	tb.Helper()
+	n := len(ps)
 	srv, err := sim.Listen("127.0.0.1:0", "/")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var some []*policy.Policy
+	for _, p := range ps {
+		if p != nil {
+			some = append(some, p)
+		}
+	}
 	h := NewHub(Config{QueueSize: 1 << 16, QueueBytes: 1 << 62, Slow: SlowDropOldest, ReplaySize: 1024, ReplayBytes: 1 << 30,
-		ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
+		ReplayMaxAge: time.Minute, Ingest: policy.NewIngest(some...)}, proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
 	var conns []*websocket.Conn
 	for i := range n {
 		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
@@ -60,7 +77,7 @@ func newTestHub(tb testing.TB, n int) (*Hub, func()) {
 		}
 		conns = append(conns, ws)
 		st := mon.Track(health.RoleTarget, fmt.Sprint("t", i))
-		h.attach(wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1}), st, 0, nil)
+		h.attach(wsconn.New(ws, nil, st, log, wsconn.Config{QueueSize: 1}), st, 0, ps[i])
 	}
 	return h, func() {
 		for _, ws := range conns {
@@ -83,6 +100,100 @@ func BenchmarkBroadcast(b *testing.B) {
 				h.Event(frame)
 			}
 		})
+	}
+}
+
+// formatPolicies returns n policies, half wanting arrays and half strings
+// (each half with its own group list when groups is true).
+func formatPolicies(n int, groups bool) []*policy.Policy {
+	var ps []*policy.Policy
+	for i := range n {
+		p := &policy.Policy{MessageFormat: onebot.FormatArray}
+		if i%2 == 1 {
+			p.MessageFormat = onebot.FormatString
+		}
+		if groups {
+			p.Groups = []int64{int64(111 + i%2)}
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+const formatFrame = `{"self_id":10001,"user_id":20002,"time":1790000101,"message_id":1,"message_type":"group","sender":{"user_id":20002,"nickname":"a","role":"owner"},` +
+	`"raw_message":"[CQ:at,qq=10001] 集合见群公告&#91;置顶&#93;，带水&amp;零食","font":14,"sub_type":"normal",` +
+	`"message":[{"type":"at","data":{"qq":"10001"}},{"type":"text","data":{"text":" 集合见群公告[置顶]，带水&零食"}}],"message_format":"array","post_type":"message","group_id":111}`
+
+// The per-event path, ingest to every peer's Pull: with no policy, with
+// group filters only, and with half the peers wanting strings (one
+// conversion per event, shared).
+func BenchmarkEventToPeers(b *testing.B) {
+	frame := []byte(formatFrame)
+	for _, c := range []struct {
+		name string
+		ps   []*policy.Policy
+	}{
+		{"plain", make([]*policy.Policy, 10)},
+		{"groups", func() []*policy.Policy {
+			ps := formatPolicies(10, true)
+			for _, p := range ps {
+				p.MessageFormat = onebot.FormatAsIs
+			}
+			return ps
+		}()},
+		{"groups+formats", formatPolicies(10, true)},
+		{"formats", formatPolicies(10, false)},
+	} {
+		b.Run(c.name+"/targets=10", func(b *testing.B) {
+			h, stop := newPolicyHub(b, c.ps)
+			defer stop()
+			cursors := *h.list.Load()
+			buf := make([]wsconn.Item, 0, 16)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Event(frame)
+				for _, cur := range cursors {
+					if out := cur.Pull(buf[:0]); len(out) > 0 {
+						cur.Wrote(out[len(out)-1].Seq)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The other form of an event counts in the ring's bytes, and each peer
+// pulls the event in its format.
+func TestRingCountsTheOtherForm(t *testing.T) {
+	ps := formatPolicies(2, false)
+	h, stop := newPolicyHub(t, ps)
+	defer stop()
+	frame := []byte(formatFrame)
+	h.Event(frame)
+	h.mu.Lock()
+	e := h.ring.get(h.ring.first)
+	extra := h.ring.bytes - int64(cap(frame))
+	h.mu.Unlock()
+	if extra <= 0 || extra != e.ev.Bytes() {
+		t.Errorf("the ring counts %d bytes beyond the frame, the string form holds %d", extra, e.ev.Bytes())
+	}
+	for _, cur := range *h.list.Load() {
+		got := cur.Pull(make([]wsconn.Item, 0, 4))
+		if len(got) != 1 {
+			t.Fatalf("pulled %d", len(got))
+		}
+		var i int
+		fmt.Sscanf(cur.stats.Name, "t%d", &i)
+		switch b := got[0].Frame; ps[i].MessageFormat {
+		case onebot.FormatArray:
+			if &b[0] != &frame[0] {
+				t.Errorf("the array bot got a copy: %s", b)
+			}
+		case onebot.FormatString:
+			if !bytes.Contains(b, []byte(`"message":"[CQ:at,qq=10001] 集合见群公告&#91;置顶&#93;，带水&amp;零食","message_format":"string"`)) {
+				t.Errorf("the string bot got %s", b)
+			}
+		}
 	}
 }
 

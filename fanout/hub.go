@@ -70,6 +70,7 @@ type Hub struct {
 	// reconnecting target is never replayed another account's events.
 	accountFrom uint64
 	running     sync.WaitGroup
+	formatErrs  health.FailureLog // events a bot's message format could not be made of
 }
 
 // NewHub returns a Hub. Call SetUpstream before serving any peer.
@@ -90,6 +91,10 @@ func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {
 	ev := h.cfg.Ingest.Event(b) // once, for every peer, outside the lock
+	if err := ev.Err(); err != nil {
+		h.formatErrs.Log(h.log, "event passed in the upstream's message format: it cannot be converted", err,
+			"a bot with OBMUX_*_MESSAGE_FORMAT=string gets this one as an array")
+	}
 	var slow []*cursor
 	h.mu.Lock()
 	seq := h.ring.push(b, ev, time.Now().UnixNano())
@@ -188,6 +193,10 @@ func (c *cursor) Pull(dst []wsconn.Item) []wsconn.Item {
 		kept := dst[:start]
 		for i, it := range dst[start:] {
 			if c.check.Pass(it.Frame, c.evs[i]) {
+				var ok bool
+				if it.Frame, ok = c.check.Frame(it.Frame, c.evs[i]); !ok { // in the peer's message format
+					c.stats.M.Unconverted.Inc()
+				}
 				kept = append(kept, it)
 			}
 		}
@@ -331,6 +340,8 @@ func (p *peer) Deliver(b []byte)      { p.conn.Send(b, onebot.KindAPIResponse) }
 func (p *peer) Stats() *health.Stats  { return p.conn.Stats() }
 func (p *peer) Gone() <-chan struct{} { return p.conn.Done() }
 func (p *peer) Hold(on bool)          { p.conn.Hold(on) }
+
+func (p *peer) MessageFormat() onebot.MessageFormat { return p.policy.MessageFormat }
 
 // handle is a peer's reader Handler: API calls go to the router, anything
 // else is answered with a 1400 failure.

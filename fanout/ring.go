@@ -2,8 +2,9 @@ package fanout
 
 import "github.com/obmux/obmux/policy"
 
-// ring holds the most recent events, bounded in count and bytes (a frame
-// counts its capacity: the memory it holds). Sequence
+// ring holds the most recent events, bounded in count and bytes (an event
+// counts the capacity of its frame and of the other form of it that its
+// Event may hold: the memory it holds). Sequence
 // numbers start at 1 and grow forever; seq s lives at entries[s%len].
 // It is not safe for concurrent use: Hub guards it.
 type ring struct {
@@ -20,6 +21,7 @@ type entry struct {
 	ev    *policy.Event // what the bots' policies read of it; nil: none needed
 	at    int64         // unix nanoseconds when pushed
 	cum   int64         // ring.total after this entry was pushed
+	size  int64         // the bytes it counts
 }
 
 func newRing(count int, maxBytes int64) *ring {
@@ -33,9 +35,10 @@ func (r *ring) push(frame []byte, ev *policy.Event, now int64) uint64 {
 	if r.next-r.first == n {
 		r.evict()
 	}
-	r.total += int64(cap(frame))
-	r.entries[r.next%n] = entry{frame: frame, ev: ev, at: now, cum: r.total}
-	r.bytes += int64(cap(frame))
+	size := int64(cap(frame)) + ev.Bytes()
+	r.total += size
+	r.entries[r.next%n] = entry{frame: frame, ev: ev, at: now, cum: r.total, size: size}
+	r.bytes += size
 	seq := r.next
 	r.next++
 	for r.bytes > r.maxBytes && r.next-r.first > 1 {
@@ -46,7 +49,7 @@ func (r *ring) push(frame []byte, ev *policy.Event, now int64) uint64 {
 
 func (r *ring) evict() {
 	e := &r.entries[r.first%uint64(len(r.entries))]
-	r.bytes -= int64(cap(e.frame))
+	r.bytes -= e.size
 	*e = entry{}
 	r.first++
 }
@@ -63,5 +66,5 @@ func (r *ring) bytesFrom(seq uint64) int64 {
 		return 0
 	}
 	e := r.get(seq)
-	return r.total - e.cum + int64(cap(e.frame))
+	return r.total - e.cum + e.size
 }

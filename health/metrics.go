@@ -105,6 +105,7 @@ type Metrics struct {
 	filtered    *prometheus.CounterVec
 	sendQueue   *prometheus.GaugeVec
 	sendWait    *prometheus.HistogramVec
+	unconverted *prometheus.CounterVec
 	lastEvent   prometheus.Gauge
 }
 
@@ -149,6 +150,8 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		sendWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_send_wait_seconds",
 			Help:    "Time a caller's send waited for the account-wide send rate limit (OBMUX_SEND_RATE), until it was sent or left the queue.",
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"name"}),
+		unconverted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_unconverted_messages_total",
+			Help: "Events and get_msg/get_forward_msg responses a bot got in the upstream's message format instead of its MESSAGE_FORMAT: the message could not be converted."}, []string{"name"}),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
 			Help: "Unix time of the last event read from the upstream."}),
 	}
@@ -156,7 +159,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		Help: "Always 1; the labels say which obmux this is."}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.up, m.connects, m.disconnects, m.frames, m.bytes, m.dropped, m.apiRequests,
-		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.filtered, m.sendQueue, m.sendWait, m.lastEvent, build,
+		m.apiDuration, m.pingRTT, m.heartbeats, m.replayed, m.replayLost, m.filtered, m.sendQueue, m.sendWait, m.unconverted, m.lastEvent, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -183,8 +186,9 @@ type ConnMetrics struct {
 	Filtered    prometheus.Counter
 	// SendQueue and SendWait are the caller's sends waiting for the send
 	// rate limit, and how long each waited.
-	SendQueue prometheus.Gauge
-	SendWait  prometheus.Observer
+	SendQueue   prometheus.Gauge
+	SendWait    prometheus.Observer
+	Unconverted prometheus.Counter
 }
 
 // Conn binds the children of role and name.
@@ -203,6 +207,7 @@ func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
 		Filtered:    m.filtered.WithLabelValues(name),
 		SendQueue:   m.sendQueue.WithLabelValues(name),
 		SendWait:    m.sendWait.WithLabelValues(name),
+		Unconverted: m.unconverted.WithLabelValues(name),
 	}
 	for i := range c.Disconnects {
 		c.Disconnects[i] = m.disconnects.WithLabelValues(r, name, Reason(i).String())

@@ -183,13 +183,37 @@ func appendValue(dst, v []byte, comma, quote bool) ([]byte, error) {
 		}
 		return appendEscaped(dst, s, comma, quote), nil
 	case '{', '[':
-		var c bytes.Buffer
-		if err := json.Compact(&c, v); err != nil {
-			return dst, fmt.Errorf("a value is not JSON: %w", err)
-		}
-		return appendEscaped(dst, c.Bytes(), comma, quote), nil
+		return appendCompact(dst, v, comma, quote), nil
 	}
 	return appendEscaped(dst, v, comma, quote), nil
+}
+
+// appendCompact appends the object or array v (checked by skipValue) as
+// compact JSON, escaped as appendEscaped does: the whitespace between its
+// tokens left out, its strings as they are.
+func appendCompact(dst, v []byte, comma, quote bool) []byte {
+	for i := 0; i < len(v); {
+		switch v[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+			continue
+		}
+		j := i + 1
+		if v[i] == '"' {
+			if end, err := skipString(v, i); err == nil {
+				j = end
+			} else {
+				j = len(v)
+			}
+		} else {
+			for j < len(v) && v[j] != '"' && v[j] != ' ' && v[j] != '\t' && v[j] != '\n' && v[j] != '\r' {
+				j++
+			}
+		}
+		dst = appendEscaped(dst, v[i:j], comma, quote)
+		i = j
+	}
+	return dst
 }
 
 // isName reports whether s can be a CQ code's type or key: not empty, and
@@ -345,7 +369,7 @@ func appendTextSegment(dst, t []byte) []byte {
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `{"type":"text","data":{"text":`...)
-	dst = appendJSONString(dst, unescapeCQ(t))
+	dst = appendUnescapedJSON(dst, t)
 	return append(dst, "}}"...)
 }
 
@@ -390,7 +414,7 @@ func decodeCode(dst, s []byte, pos int) ([]byte, int, bool) {
 		}
 		dst = appendJSONString(dst, s[k:ke])
 		dst = append(dst, ':')
-		dst = appendJSONString(dst, unescapeCQ(s[v:ve]))
+		dst = appendUnescapedJSON(dst, s[v:ve])
 		j = ve
 	}
 	return append(dst, "}}"...), j + 1, true
@@ -407,31 +431,36 @@ func nameEnd(s []byte, i int) int {
 	return i
 }
 
-// unescapeCQ undoes CQ escaping: &#44; &#91; &#93; and &amp; (one pass
-// from left to right, which is the same as replacing &amp; last). It
-// returns t itself when there is nothing to undo.
-func unescapeCQ(t []byte) []byte {
-	i := bytes.IndexByte(t, '&')
-	if i < 0 {
-		return t
-	}
-	out := make([]byte, 0, len(t))
-	for i >= 0 {
-		out = append(out, t[:i]...)
-		t = t[i:]
+// appendUnescapedJSON appends CQ text t as a JSON string literal with CQ
+// escaping undone: &#44; &#91; &#93; and &amp; (in one pass from left to
+// right, which is the same as undoing &amp; last).
+func appendUnescapedJSON(dst, t []byte) []byte {
+	dst = append(dst, '"')
+	last := 0
+	for i := 0; i < len(t); i++ {
+		c := t[i]
 		switch {
-		case bytes.HasPrefix(t, []byte("&amp;")):
-			out, t = append(out, '&'), t[5:]
-		case bytes.HasPrefix(t, []byte("&#91;")):
-			out, t = append(out, '['), t[5:]
-		case bytes.HasPrefix(t, []byte("&#93;")):
-			out, t = append(out, ']'), t[5:]
-		case bytes.HasPrefix(t, []byte("&#44;")):
-			out, t = append(out, ','), t[5:]
-		default:
-			out, t = append(out, '&'), t[1:]
+		case c == '&':
+			var r byte
+			switch {
+			case bytes.HasPrefix(t[i:], []byte("&amp;")):
+				r = '&'
+			case bytes.HasPrefix(t[i:], []byte("&#91;")):
+				r = '['
+			case bytes.HasPrefix(t[i:], []byte("&#93;")):
+				r = ']'
+			case bytes.HasPrefix(t[i:], []byte("&#44;")):
+				r = ','
+			default:
+				continue
+			}
+			dst = append(append(dst, t[last:i]...), r)
+			i += 4
+			last = i + 1
+		case c == '"' || c == '\\' || c < 0x20:
+			dst = appendJSONEscape(append(dst, t[last:i]...), c)
+			last = i + 1
 		}
-		i = bytes.IndexByte(t, '&')
 	}
-	return append(out, t...)
+	return append(append(dst, t[last:]...), '"')
 }

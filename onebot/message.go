@@ -64,12 +64,15 @@ func messageEdits(eds []edit, b []byte, msg, mf Span, to MessageFormat) []edit {
 	if have == FormatAsIs || to == FormatAsIs || have == to {
 		return eds
 	}
-	lit := `"` + string(to) + `"`
 	eds = append(eds, edit{at: msg, conv: true})
+	lit, member := `"array"`, `,"message_format":"array"`
+	if to == FormatString {
+		lit, member = `"string"`, `,"message_format":"string"`
+	}
 	if mf.Valid() {
 		return append(eds, edit{at: mf, lit: lit})
 	}
-	return append(eds, edit{at: Span{msg.End, msg.End}, lit: `,"message_format":` + lit})
+	return append(eds, edit{at: Span{msg.End, msg.End}, lit: member})
 }
 
 // apply returns b with eds made, or nil when there are none. On an error
@@ -112,13 +115,30 @@ func ConvertEvent(b []byte, msg, mf Span, to MessageFormat) ([]byte, error) {
 const (
 	ActionGetMsg        = "get_msg"
 	ActionGetForwardMsg = "get_forward_msg"
+	// NapCat's and go-cqhttp's message histories: data.messages like
+	// get_forward_msg's.
+	ActionGroupMsgHistory  = "get_group_msg_history"
+	ActionFriendMsgHistory = "get_friend_msg_history"
 )
+
+// MessageAction returns the action of request b, scanned as f, when its
+// response carries messages (one of the Action constants), else "".
+func MessageAction(b []byte, f Frame) string {
+	for _, a := range []string{ActionGetMsg, ActionGetForwardMsg, ActionGroupMsgHistory, ActionFriendMsgHistory} {
+		if Is(b, f.Action, a) {
+			return a
+		}
+	}
+	return ""
+}
 
 // ConvertResponse returns a copy of response b, scanned as f, of a call to
 // action with the messages in its data written in format to: data.message
-// (and data.message_format) for get_msg; for get_forward_msg the message
-// of each node of data.messages, as "message" (NapCat, Lagrange) or
-// "content" (go-cqhttp). It returns nil when there is nothing to convert.
+// (and data.message_format) for get_msg; for get_forward_msg and the
+// histories the message of each element of data.messages, as "message"
+// (NapCat, Lagrange) or "content" (go-cqhttp's forward nodes). Segments
+// nested in a message (a forward segment's content) are left as they are.
+// It returns nil when there is nothing to convert.
 func ConvertResponse(b []byte, f Frame, action string, to MessageFormat) ([]byte, error) {
 	if to == FormatAsIs || !f.Data.Valid() || b[f.Data.Start] != '{' {
 		return nil, nil
@@ -127,7 +147,7 @@ func ConvertResponse(b []byte, f Frame, action string, to MessageFormat) ([]byte
 	switch action {
 	case ActionGetMsg:
 		eds = objectEdits(eds, b, f.Data, to)
-	case ActionGetForwardMsg:
+	case ActionGetForwardMsg, ActionGroupMsgHistory, ActionFriendMsgHistory:
 		var list Span
 		members(b, f.Data, func(key []byte, val Span) {
 			if keyIs(key, "messages") && b[val.Start] == '[' {

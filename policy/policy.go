@@ -33,6 +33,9 @@ type Policy struct {
 	// bot: an event older than this is not replayed after a reconnect, and
 	// 0 turns replay off.
 	ReplayMaxAge *time.Duration
+	// MessageFormat is how this bot gets messages: as the upstream sends
+	// them (empty), as arrays of segments or as CQ-code strings.
+	MessageFormat onebot.MessageFormat
 	// API is which API actions the bot may call (API_ALLOW, API_DENY).
 	API ACL
 
@@ -73,6 +76,11 @@ var Vars = []Var{
 	}},
 	{Suffix: "API_ALLOW", Forward: true, Set: func(p *Policy, v string) error { return patterns(&p.API.Allow, v) }},
 	{Suffix: "API_DENY", Forward: true, Set: func(p *Policy, v string) error { return patterns(&p.API.Deny, v) }},
+	{Suffix: "MESSAGE_FORMAT", Forward: true, Set: func(p *Policy, v string) error {
+		f, err := onebot.ParseMessageFormat(v)
+		p.MessageFormat = f
+		return err
+	}},
 	{Suffix: "REPLAY_MAX_AGE", Set: func(p *Policy, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -113,10 +121,13 @@ func (p *Policy) setFilter(suffix string, src []byte) error {
 	return nil
 }
 
-// inspects reports whether p looks into events at all.
-func (p *Policy) inspects() bool {
+// filters reports whether p holds back any event.
+func (p *Policy) filters() bool {
 	return len(p.Groups)+len(p.GroupsDeny)+len(p.UsersDeny) > 0 || p.Filter != nil || p.NoSelfMessages
 }
+
+// inspects reports whether p looks into events at all.
+func (p *Policy) inspects() bool { return p.filters() || p.MessageFormat != onebot.FormatAsIs }
 
 // Suffixes returns the suffixes of Vars, for forward-WS clients only when
 // forward is true.

@@ -30,6 +30,11 @@ type Caller interface {
 	// the caller's reader, and Hold(false) after: keepalive must not take
 	// the pause for a dead peer.
 	Hold(on bool)
+	// MessageFormat is the format the caller wants messages in, in the
+	// responses of the calls that return messages (get_msg,
+	// get_forward_msg, the message histories); FormatAsIs: as the
+	// upstream sends them.
+	MessageFormat() onebot.MessageFormat
 }
 
 // Router routes API calls from callers to the upstream and their responses
@@ -41,8 +46,10 @@ type Router struct {
 	log       *slog.Logger
 	timeouts  health.FailureLog // a run of timeouts is logged once
 	forbidden forbidLog         // refused actions already logged
-	prefix    []byte            // `"obmux:<random>:` starts every echo this Router makes
-	sends     *sendQueue        // nil: no send rate limit
+	// formatErrs: responses a caller's message format could not be made of.
+	formatErrs health.FailureLog
+	prefix     []byte     // `"obmux:<random>:` starts every echo this Router makes
+	sends      *sendQueue // nil: no send rate limit
 
 	mu      sync.Mutex
 	send    func(frame []byte) error
@@ -100,6 +107,10 @@ type call struct {
 	// While queued for the send rate limit (r.mu): the frame to send.
 	queued bool
 	frame  []byte
+	// action, when not empty, returns messages that the response is to
+	// carry in format.
+	action string
+	format onebot.MessageFormat
 }
 
 // callOverhead is what a call costs beyond its request's bytes: obmux's echo
@@ -255,6 +266,9 @@ func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
 	r.seq++
 	id := r.seq
 	cl := &call{id: id, caller: c, echo: echo, tag: r.tags.Uint64(), cost: cost, lane: l, start: time.Now()}
+	if cl.format = c.MessageFormat(); cl.format != onebot.FormatAsIs {
+		cl.action = onebot.MessageAction(b, f)
+	}
 	cl.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
 	r.pending[id] = cl
 	queue := l == laneSends && !r.sends.now()
@@ -329,7 +343,11 @@ func (r *Router) Response(b []byte, f onebot.Frame) bool {
 		cl.timer.Stop()
 	}
 	r.mu.Unlock()
-	cl.caller.Deliver(onebot.SetEcho(b, f, cl.echo))
+	out := onebot.SetEcho(b, f, cl.echo)
+	if cl.action != "" && !streaming {
+		out = r.convert(out, cl)
+	}
+	cl.caller.Deliver(out)
 	if !streaming {
 		r.timeouts.Reset()
 		r.release(cl)
@@ -342,6 +360,25 @@ func (r *Router) Response(b []byte, f onebot.Frame) bool {
 		m.APIDuration.Observe(time.Since(cl.start).Seconds())
 	}
 	return true
+}
+
+// convert returns response b of cl with its messages in the caller's
+// format; b itself when there is nothing to convert or it cannot be.
+func (r *Router) convert(b []byte, cl *call) []byte {
+	f, err := onebot.Scan(b)
+	if err == nil {
+		var out []byte
+		if out, err = onebot.ConvertResponse(b, f, cl.action, cl.format); out != nil {
+			return out
+		}
+	}
+	if err != nil {
+		cl.caller.Stats().M.Unconverted.Inc()
+		r.formatErrs.Log(r.log.With("caller", cl.caller.Stats().Name, "action", cl.action),
+			"response passed in the upstream's message format: it cannot be converted", err,
+			"the caller's OBMUX_*_MESSAGE_FORMAT is not applied to this one")
+	}
+	return b
 }
 
 // isStreamPart reports whether b is an intermediate frame of a NapCat

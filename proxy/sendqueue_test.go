@@ -31,6 +31,8 @@ func (c *testCaller) Stats() *health.Stats  { return c.st }
 func (c *testCaller) Gone() <-chan struct{} { return c.gone }
 func (c *testCaller) Hold(bool)             {}
 
+func (c *testCaller) MessageFormat() onebot.MessageFormat { return onebot.FormatAsIs }
+
 // next returns c's next answer, failing after a generous deadline.
 func (c *testCaller) next(t *testing.T) string {
 	t.Helper()

@@ -474,6 +474,8 @@ func (l loginInfo) Gone() <-chan struct{} { return nil }
 
 func (l loginInfo) Hold(bool) {}
 
+func (l loginInfo) MessageFormat() onebot.MessageFormat { return onebot.FormatAsIs }
+
 func (l loginInfo) Deliver(b []byte) {
 	f, err := onebot.Scan(b)
 	if err != nil || !onebot.Is(b, f.Status, "ok") {
