@@ -42,8 +42,9 @@ var ErrNotCQ = errors.New("not expressible as CQ code")
 // &#93;), any other segment [CQ:type,key=value,...] with , escaped too
 // (&#44;) in values. In CQ form every value is a string: a JSON string is
 // unescaped, a number, true or false is written as it stands, an object or
-// array as its compact JSON; a null value is left out, as NapCat does. The
-// order of the data members is kept.
+// array as its compact JSON; a null or empty value is left out, as NapCat
+// does (its raw_message has no "summary=" for an empty summary). The order
+// of the data members is kept.
 //
 // When quote is true, what is appended is a JSON string literal of the CQ
 // code (quotes included) instead, in one pass.
@@ -124,8 +125,8 @@ func encodeSegment(dst, seg []byte, quote bool) ([]byte, error) {
 	if data.Valid() && seg[data.Start] == '{' {
 		err = Members(seg[data.Start:data.End], func(key []byte, _, val Span) error {
 			v := seg[data.Start+val.Start : data.Start+val.End]
-			if v[0] == 'n' {
-				return nil // null: left out
+			if v[0] == 'n' || string(v) == `""` {
+				return nil // null and empty: left out, as NapCat does
 			}
 			dst = append(dst, ',')
 			k := len(dst)

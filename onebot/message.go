@@ -82,7 +82,15 @@ func apply(b []byte, eds []edit, to MessageFormat) ([]byte, error) {
 		return nil, nil
 	}
 	slices.SortStableFunc(eds, func(x, y edit) int { return cmp.Compare(x.at.Start, y.at.Start) })
-	out := make([]byte, 0, len(b)+len(b)/4+32)
+	// A CQ string is mostly shorter than its array; an array of a string
+	// longer, by about half for a typical message.
+	size := len(b) + 64
+	for _, e := range eds {
+		if e.conv && to == FormatArray {
+			size += (e.at.End - e.at.Start) / 2
+		}
+	}
+	out := make([]byte, 0, size)
 	last := 0
 	for _, e := range eds {
 		out = append(out, b[last:e.at.Start]...)
