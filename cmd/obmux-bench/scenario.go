@@ -247,7 +247,11 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 	}
 	profDone := make(chan error, 1)
 	if profileDir != "" && sc.Events == 0 {
-		path := filepath.Join(profileDir, fmt.Sprintf("%s-%s-%dt-%db", rel.name, sc.Kind, sc.Targets, sc.Size))
+		name := fmt.Sprintf("%s-%s-%dt-%db", rel.name, sc.Kind, sc.Targets, sc.Size)
+		if sc.Kind == "filter" {
+			name += fmt.Sprintf("-%dg-r%d", sc.Groups, sc.Round) // one profile per run of the pairs
+		}
+		path := filepath.Join(profileDir, name)
 		go func() {
 			allocs := make(chan error, 1)
 			go func() { allocs <- child.profile("allocs", sc.Duration, path+".allocs.pprof") }()
