@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -79,13 +80,20 @@ func (t *Target) Run(ctx context.Context) {
 
 // header is the handshake's header for selfID.
 func (t *Target) header(selfID int64) http.Header {
+	return DialHeader(t.cfg, selfID, t.hub.cfg.UserAgent)
+}
+
+// DialHeader is the header of a target's handshake: X-Self-ID,
+// X-Client-Role Universal, the User-Agent and the target's token, if any, as
+// Authorization: Bearer (obmux doctor sends the same).
+func DialHeader(cfg TargetConfig, selfID int64, userAgent string) http.Header {
 	h := http.Header{
 		"X-Self-ID":     {strconv.FormatInt(selfID, 10)},
 		"X-Client-Role": {"Universal"},
-		"User-Agent":    {t.hub.cfg.UserAgent},
+		"User-Agent":    {userAgent},
 	}
-	if t.cfg.Token != "" {
-		h.Set("Authorization", "Bearer "+t.cfg.Token)
+	if cfg.Token != "" {
+		h.Set("Authorization", "Bearer "+cfg.Token)
 	}
 	return h
 }
@@ -112,8 +120,12 @@ func (t *Target) waitSelfID(ctx context.Context) (int64, bool) {
 }
 
 // hint explains a failed dial in the terms of the frameworks users run.
-func (t *Target) hint(err error) string {
-	tok := t.cfg.EnvPrefix + "_TOKEN"
+func (t *Target) hint(err error) string { return DialHint(t.cfg, err) }
+
+// DialHint explains a failed dial of the target cfg in the terms of the
+// frameworks users run.
+func DialHint(cfg TargetConfig, err error) string {
+	tok := cfg.EnvPrefix + "_TOKEN"
 	var se *wsconn.HTTPStatusError
 	if errors.As(err, &se) {
 		switch se.Status {
@@ -125,20 +137,33 @@ func (t *Target) hint(err error) string {
 		case http.StatusNotFound:
 			return "wrong path: NoneBot listens on /onebot/v11/ws, Koishi on /onebot (its adapter's path setting)"
 		}
-		return fmt.Sprintf("the target refused the WebSocket handshake; check %s_URL", t.cfg.EnvPrefix)
+		return fmt.Sprintf("the target refused the WebSocket handshake; check %s_URL", cfg.EnvPrefix)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Sprintf("the host of %s_URL does not resolve: with Docker Compose, use the framework's service name and put obmux "+
+			"on the same network", cfg.EnvPrefix)
 	}
 	if strings.Contains(err.Error(), "connection refused") {
-		return fmt.Sprintf("nothing listens at %s_URL: is the framework running, and its reverse-WS server enabled?", t.cfg.EnvPrefix)
+		return fmt.Sprintf("nothing listens at %s_URL: is the framework running, and its reverse-WS server enabled? "+
+			"From another container, NoneBot must listen on HOST=0.0.0.0 in its .env (its default 127.0.0.1 takes no outside connections), "+
+			"Koishi's server plugin on host 0.0.0.0", cfg.EnvPrefix)
 	}
-	return fmt.Sprintf("check %s_URL and that the framework is reachable", t.cfg.EnvPrefix)
+	return fmt.Sprintf("check %s_URL and that the framework is reachable", cfg.EnvPrefix)
 }
 
 // refusedHint explains a connection the framework accepted and closed at
-// once, by what each framework does: Koishi's OneBot adapter serves only
-// its path (/onebot by default) and closes a connection whose X-Self-ID is
-// not its selfId; NoneBot listens on /onebot/v11/ws and closes a second
-// connection for one X-Self-ID.
+// once.
 func (t *Target) refusedHint(err *wsconn.RefusedError, selfID int64) string {
+	return RefusedHint(t.cfg, err, selfID)
+}
+
+// RefusedHint explains a connection to the target cfg that the framework
+// accepted and closed at once, by what each framework does: Koishi's OneBot
+// adapter serves only its path (/onebot by default) and closes a connection
+// whose X-Self-ID is not its selfId; NoneBot listens on /onebot/v11/ws and
+// closes a second connection for one X-Self-ID.
+func RefusedHint(cfg TargetConfig, err *wsconn.RefusedError, selfID int64) string {
 	switch r := strings.ToLower(err.Reason); {
 	case strings.Contains(r, "duplicate"):
 		return closeHint(errors.New("Duplicate X-Self-ID"))
@@ -148,18 +173,18 @@ func (t *Target) refusedHint(err *wsconn.RefusedError, selfID int64) string {
 		return "the framework wants another X-Client-Role: obmux connects as Universal (Koishi: leave the adapter's role setting alone)"
 	}
 	path := "/"
-	if u, perr := url.Parse(t.cfg.URL); perr == nil && u.Path != "" {
+	if u, perr := url.Parse(cfg.URL); perr == nil && u.Path != "" {
 		path = u.Path
 	}
 	koishi := fmt.Sprintf("Koishi listens on /onebot and closes a connection whose X-Self-ID is not its selfId, which must be the QQ number %d", selfID)
 	nonebot := "NoneBot listens on /onebot/v11/ws and closes a second connection with the same X-Self-ID (is the implementation or another obmux also connected to it?)"
 	switch {
 	case strings.HasSuffix(path, "/onebot/v11/ws"):
-		return fmt.Sprintf("the framework turned the connection down: %s_URL has NoneBot's path; %s; %s", t.cfg.EnvPrefix, nonebot, koishi)
+		return fmt.Sprintf("the framework turned the connection down: %s_URL has NoneBot's path; %s; %s", cfg.EnvPrefix, nonebot, koishi)
 	case strings.HasSuffix(path, "/onebot"):
 		return fmt.Sprintf("the framework turned the connection down: %s", koishi)
 	}
-	return fmt.Sprintf("the framework turned the connection down: check the path of %s_URL (%s); %s; %s", t.cfg.EnvPrefix, path, koishi, nonebot)
+	return fmt.Sprintf("the framework turned the connection down: check the path of %s_URL (%s); %s; %s", cfg.EnvPrefix, path, koishi, nonebot)
 }
 
 // closeHint explains a close the peer chose.

@@ -139,15 +139,23 @@ func (u *Upstream) Run(ctx context.Context) {
 }
 
 // header is the handshake's header when obmux dials the upstream.
-func (u *Upstream) header() http.Header {
-	h := http.Header{"User-Agent": {u.cfg.UserAgent}}
-	if u.cfg.Token != "" {
-		h.Set("Authorization", "Bearer "+u.cfg.Token)
+func (u *Upstream) header() http.Header { return DialHeader(u.cfg.Token, u.cfg.UserAgent) }
+
+// DialHeader is the handshake's header when obmux (or obmux doctor) dials
+// the upstream: the User-Agent and the token, if any, as Authorization:
+// Bearer.
+func DialHeader(token, userAgent string) http.Header {
+	h := http.Header{"User-Agent": {userAgent}}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
 	}
 	return h
 }
 
-func upstreamHint(err error, haveToken bool) string {
+func upstreamHint(err error, haveToken bool) string { return DialHint(err, haveToken) }
+
+// DialHint explains a failed dial of the upstream (haveToken: one was sent).
+func DialHint(err error, haveToken bool) string {
 	var se *wsconn.HTTPStatusError
 	if errors.As(err, &se) {
 		switch se.Status {

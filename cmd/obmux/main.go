@@ -7,6 +7,7 @@
 //
 //	obmux               run the sidecar, configured by OBMUX_* variables
 //	obmux demo          run obmux with a simulated upstream and two targets
+//	obmux doctor        check the configuration and try every connection once
 //	obmux healthcheck   exit 0 if /readyz on OBMUX_METRICS_LISTEN answers 200
 //	obmux version       print the version
 package main
@@ -84,6 +85,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return demo(ctx, environ, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, environ, stdout)
+	case "doctor":
+		return doctor(ctx, environ, stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "obmux", version)
 		return nil
@@ -94,9 +97,11 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	return usageError(fmt.Sprintf("unknown command %q\n%s", cmd, usage))
 }
 
-const usage = `usage: obmux [serve|demo|healthcheck|version]
+const usage = `usage: obmux [serve|demo|doctor|healthcheck|version]
   (no command)  run the sidecar, configured by OBMUX_* environment variables
   demo          run obmux with a simulated upstream and two simulated targets
+  doctor        check the configuration obmux would run with and try every connection once
+                (exit 0 only when all are OK)
   healthcheck   exit 0 if /readyz on OBMUX_METRICS_LISTEN answers 200, else 1
   version       print the version
 `
