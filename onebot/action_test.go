@@ -1,6 +1,12 @@
 package onebot
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestBaseAction(t *testing.T) {
 	for _, c := range []struct{ frame, want string }{
@@ -40,4 +46,34 @@ func TestFailure(t *testing.T) {
 			t.Errorf("got  %s\nwant %s", got, c.want)
 		}
 	}
+}
+
+// BaseAction never panics, never returns a name that still ends in a
+// suffix it strips, and reads an action string as encoding/json does.
+func FuzzBaseAction(f *testing.F) {
+	for _, s := range []string{`{"action":"send_msg_async"}`, `{"action":"\u0073end_msg"}`, `{"action":"_async_rate_limited"}`,
+		`{"action":7}`, `{"action":"a\"b"}`, `{"action":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := Scan(b)
+		if err != nil {
+			return
+		}
+		got := BaseAction(b, fr)
+		if bytes.HasSuffix(got, []byte(SuffixAsync)) || bytes.HasSuffix(got, []byte(SuffixRateLimited)) {
+			t.Fatalf("%s: %q keeps a suffix", b, got)
+		}
+		var s string
+		// On valid UTF-8: encoding/json (and NapCat's JSON.parse) turn a
+		// byte that is not into U+FFFD, which no action name holds.
+		if raw := Raw(b, fr.Action); raw != nil && raw[0] == '"' && utf8.Valid(raw) && json.Unmarshal(raw, &s) == nil {
+			for strings.HasSuffix(s, SuffixAsync) || strings.HasSuffix(s, SuffixRateLimited) {
+				s = strings.TrimSuffix(strings.TrimSuffix(s, SuffixAsync), SuffixRateLimited)
+			}
+			if string(got) != s {
+				t.Fatalf("%s: %q, encoding/json reads %q", b, got, s)
+			}
+		}
+	})
 }

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/obmux/obmux/onebot"
 )
@@ -138,4 +140,31 @@ func BenchmarkACL(b *testing.B) {
 			}
 		}
 	}
+}
+
+// Glob agrees with the regular expression its pattern stands for (each *
+// as (?s:.*), everything else literal), whatever the pattern and name.
+func FuzzGlob(f *testing.F) {
+	for _, s := range [][2]string{{"get_*", "get_status"}, {"*_msg", "send_msg"}, {"a*b*c", "abcbc"}, {"**", ""},
+		{"send_*_msg", "send__msg"}, {"a*a*a*b", "aaaaaaaaaaaaaaaa"}, {"*", "\xff"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		if !utf8.ValidString(pattern) || !utf8.ValidString(name) {
+			return // regexp matches runes, Glob bytes: they agree on valid UTF-8
+		}
+		var re strings.Builder
+		re.WriteString(`^`)
+		for i, part := range strings.Split(pattern, "*") {
+			if i > 0 {
+				re.WriteString(`(?s:.*)`)
+			}
+			re.WriteString(regexp.QuoteMeta(part))
+		}
+		re.WriteString(`$`)
+		want := regexp.MustCompile(re.String()).MatchString(name)
+		if got := Glob(pattern, []byte(name)); got != want {
+			t.Errorf("Glob(%q, %q) = %v, the regexp %s says %v", pattern, name, got, re.String(), want)
+		}
+	})
 }
