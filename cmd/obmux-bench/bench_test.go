@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/obmux/obmux/config"
+	"github.com/obmux/obmux/onebot"
 )
 
 func TestMain(m *testing.M) {
@@ -62,7 +63,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck,filter", "-targets", "2", "-sizes", "300", "-events", "200",
+	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck,filter,format", "-targets", "2", "-sizes", "300", "-events", "200",
 		"-latency-targets", "3", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms", "-stuck-duration", "300ms",
 		"-stuck-policies", "disconnect", "-filter-targets", "3", "-filter-sizes", "300", "-filter-rounds", "1"}, &out, &errOut)
 	if code != 0 {
@@ -73,8 +74,9 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("bad JSON: %v\n%s", err, out.String())
 	}
 	// throughput and latency through both relays, stuck through obmux and
-	// the baseline, filter through obmux twice (without and with GROUPS)
-	if len(rep.Results) != 8 || rep.Failed {
+	// the baseline, filter and format through obmux twice each (without
+	// and with GROUPS, MESSAGE_FORMAT)
+	if len(rep.Results) != 10 || rep.Failed {
 		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
 	}
 	relays := map[string]int{}
@@ -87,7 +89,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s %s: sent %d, peak RSS %d", r.Relay, r.Label, r.Sent, r.PeakRSS)
 		}
 		switch r.Scenario.Kind {
-		case "throughput", "filter":
+		case "throughput", "filter", "format":
 			if r.Sent != 200 {
 				t.Errorf("%s: sent %d events, want 200", r.Relay, r.Sent)
 			}
@@ -97,10 +99,10 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	if relays["obmux"] != 5 || relays["baseline"] != 3 {
+	if relays["obmux"] != 7 || relays["baseline"] != 3 {
 		t.Errorf("runs per relay: %v", relays)
 	}
-	if !bytes.Contains(errOut.Bytes(), []byte("8/8]")) {
+	if !bytes.Contains(errOut.Bytes(), []byte("10/10]")) {
 		t.Errorf("no progress on stderr:\n%s", errOut.String())
 	}
 }
@@ -119,7 +121,7 @@ func TestTable(t *testing.T) {
 	}
 	var b bytes.Buffer
 	printTable(&b, rep)
-	for _, s := range []string{"Saturating throughput", "Latency at", "Idle targets", "stops reading", "Per-bot group filters", "median", "no event lost"} {
+	for _, s := range []string{"Saturating throughput", "Latency at", "Idle targets", "stops reading", "Per-bot group filters", "Per-bot message formats", "median", "no event lost"} {
 		if !bytes.Contains(b.Bytes(), []byte(s)) {
 			t.Errorf("no %q in:\n%s", s, b.String())
 		}
@@ -151,5 +153,46 @@ func TestGroupLists(t *testing.T) {
 	}
 	if groupLists(scenario{Kind: "filter", Targets: 10}) != nil || groupLists(scenario{Kind: "throughput", Targets: 10, Groups: 3}) != nil {
 		t.Error("lists for a run without filters")
+	}
+}
+
+// The format runs give the targets array and string in turn, read by
+// obmux's configuration as such, and tell the string targets the size of
+// the string form, which obmux's conversion makes of every bench event.
+func TestFormatEnv(t *testing.T) {
+	for _, size := range []int{minEventSize, 300, 16 << 10} {
+		sc := scenario{Kind: "format", Targets: 4, Size: size, Formats: true}
+		ts, err := newTargets(sc.Targets, sc.Size, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := formatEnv(sc, ts)
+		ts.close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range sc.Targets {
+			env = append(env, "OBMUX_TARGET_"+targetName(i)+"_URL=ws://127.0.0.1:1/")
+		}
+		cfg, err := config.Load(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tc := range cfg.Targets {
+			want, wantSize := onebot.FormatArray, size
+			if i%2 == 1 {
+				want = onebot.FormatString
+				wantSize, _ = stringEventSize(size)
+			}
+			if tc.Policy.MessageFormat != want || ts.list[i].size != wantSize {
+				t.Errorf("%d B, %s: %q expecting %d B, want %q %d B", size, tc.Name, tc.Policy.MessageFormat, ts.list[i].size, want, wantSize)
+			}
+		}
+		if n, _ := stringEventSize(size); n == size || n < minEventSize/2 {
+			t.Errorf("%d B event: string form of %d B", size, n)
+		}
+	}
+	if env, _ := formatEnv(scenario{Kind: "format", Targets: 4, Size: 300}, nil); env != nil {
+		t.Error("formats for the run without them")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/obmux/obmux/onebot"
 )
 
 // The events are NapCat-shaped group messages. The sequence number (in
@@ -112,4 +114,28 @@ func leadingUint(b []byte) (uint64, []byte, bool) {
 		i++
 	}
 	return n, b[i:], i > 0
+}
+
+// stringEventSize returns the size of an event of size bytes with its
+// message as a CQ-code string (MESSAGE_FORMAT=string).
+func stringEventSize(size int) (int, error) {
+	e, err := newEvent(size)
+	if err != nil {
+		return 0, err
+	}
+	var msg, mf onebot.Span
+	onebot.Members(e.buf, func(key []byte, _, val onebot.Span) error {
+		switch string(key) {
+		case "message":
+			msg = val
+		case "message_format":
+			mf = val
+		}
+		return nil
+	})
+	out, err := onebot.ConvertEvent(e.buf, msg, mf, onebot.FormatString)
+	if err != nil || out == nil {
+		return 0, fmt.Errorf("the bench event does not convert to a string message: %v", err)
+	}
+	return len(out), nil
 }

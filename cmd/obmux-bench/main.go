@@ -79,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var relays, only, targets, sizes, policies, fSizes string
 	fs.StringVar(&o.obmux, "obmux", "", "obmux binary to measure (default: go build ./cmd/obmux into a temporary directory)")
 	fs.StringVar(&relays, "relays", "obmux,baseline", "relays to run, in order")
-	fs.StringVar(&only, "run", "throughput,latency,idle,stuck,filter", "scenario kinds to run")
+	fs.StringVar(&only, "run", "throughput,latency,idle,stuck,filter,format", "scenario kinds to run")
 	fs.StringVar(&targets, "targets", "1,10,100", "throughput: target counts")
 	fs.StringVar(&sizes, "sizes", "300,16KiB,1MiB", "throughput: event sizes (bytes, or with KiB/MiB)")
 	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "throughput: measured time per run")
@@ -94,10 +94,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idleSettle, "idle-settle", 1500*time.Millisecond, "idle: time between all connected and the RSS reading")
 	fs.DurationVar(&o.stuckDur, "stuck-duration", 3*time.Second, "stuck: measured time")
 	fs.StringVar(&policies, "stuck-policies", "disconnect,drop_oldest", "stuck: obmux's OBMUX_SLOW_TARGET values to run")
-	fs.IntVar(&o.fTargets, "filter-targets", 10, "filter: targets, each with its own OBMUX_TARGET_<NAME>_GROUPS list")
-	fs.StringVar(&fSizes, "filter-sizes", "300,16KiB", "filter: event sizes")
+	fs.IntVar(&o.fTargets, "filter-targets", 10, "filter and format: targets, each with its own OBMUX_TARGET_<NAME>_GROUPS list (filter) or, alternately, MESSAGE_FORMAT array and string (format)")
+	fs.StringVar(&fSizes, "filter-sizes", "300,16KiB", "filter and format: event sizes")
 	fs.IntVar(&o.fGroups, "filter-groups", 16, "filter: groups in each target's list (one of them the events' group, so every event still reaches every target)")
-	fs.IntVar(&o.fRounds, "filter-rounds", 3, "filter: alternating pairs of runs (unfiltered, filtered) per size; the table shows each pair's ratio and their median")
+	fs.IntVar(&o.fRounds, "filter-rounds", 3, "filter and format: alternating pairs of runs (plain, then filtered or with formats) per size; the table shows each pair's ratio and their median")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each relay per measured run into this directory (obmux is built with a pprof overlay)")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
@@ -118,10 +118,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.only = map[string]bool{}
 	for _, k := range splitList(only) {
 		switch k {
-		case "throughput", "latency", "idle", "stuck", "filter":
+		case "throughput", "latency", "idle", "stuck", "filter", "format":
 			o.only[k] = true
 		default:
-			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter)", k)
+			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter, format)", k)
 		}
 	}
 	for _, s := range splitList(targets) {
@@ -226,6 +226,17 @@ func (o *options) suite() []scenario {
 			}
 		}
 	}
+	if o.only["format"] {
+		// As filter: without and with formats, alternating.
+		for _, size := range o.fSizes {
+			for round := 1; round <= o.fRounds; round++ {
+				for _, formats := range []bool{false, true} {
+					s = append(s, scenario{Kind: "format", Targets: o.fTargets, Size: size, Window: o.windowFor(size), Formats: formats,
+						Round: round, Events: o.events, Warmup: o.warmup, Duration: o.duration})
+				}
+			}
+		}
+	}
 	if o.only["stuck"] {
 		for _, p := range o.policies {
 			s = append(s, scenario{Kind: "stuck", Targets: o.latTargets, Size: o.latSize, Rate: o.rate, Stuck: 1, Policy: p,
@@ -313,8 +324,8 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 	for _, sc := range o.suite() {
 		for _, r := range o.relays {
 			run := sc
-			if sc.Kind == "filter" && r != "obmux" {
-				continue // obmux against itself: the baseline has no filters
+			if (sc.Kind == "filter" || sc.Kind == "format") && r != "obmux" {
+				continue // obmux against itself: the baseline has no filters nor formats
 			}
 			if sc.Kind == "stuck" && r == "baseline" {
 				if sc.Policy != o.policies[0] {

@@ -16,7 +16,7 @@ import (
 
 // scenario is one workload run through one relay.
 type scenario struct {
-	Kind    string  `json:"kind"` // throughput, latency, idle, stuck, filter
+	Kind    string  `json:"kind"` // throughput, latency, idle, stuck, filter, format
 	Targets int     `json:"targets"`
 	Size    int     `json:"event_bytes"`
 	Rate    float64 `json:"rate,omitempty"` // events/s; 0 saturates within the window
@@ -27,7 +27,10 @@ type scenario struct {
 	// OBMUX_TARGET_<NAME>_GROUPS lists (0: no filter, the run it is
 	// compared with); Round numbers the alternating pairs of runs.
 	Groups int `json:"groups_per_target,omitempty"`
-	Round  int `json:"round,omitempty"`
+	// Formats, in a format run, gives the targets MESSAGE_FORMAT array
+	// and string in turn (false: none, the run it is compared with).
+	Formats bool `json:"message_formats,omitempty"`
+	Round   int  `json:"round,omitempty"`
 	// Events, if > 0, sends exactly that many events (no warm-up) instead of
 	// running for Duration after Warmup.
 	Events   uint64        `json:"events,omitempty"`
@@ -49,6 +52,12 @@ func (s scenario) label() string {
 			f = fmt.Sprintf("GROUPS of %d", s.Groups)
 		}
 		return fmt.Sprintf("filter %d targets %s %s #%d", s.Targets, sizeName(s.Size), f, s.Round)
+	case "format":
+		f := "as sent"
+		if s.Formats {
+			f = "array/string"
+		}
+		return fmt.Sprintf("format %d targets %s %s #%d", s.Targets, sizeName(s.Size), f, s.Round)
 	}
 	return fmt.Sprintf("throughput %d targets %s", s.Targets, sizeName(s.Size))
 }
@@ -119,6 +128,11 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 		extra = append(extra, "OBMUX_SLOW_TARGET="+sc.Policy)
 	}
 	extra = append(extra, groupLists(sc)...)
+	fenv, err := formatEnv(sc, ts)
+	if err != nil {
+		return fail(err)
+	}
+	extra = append(extra, fenv...)
 	child, err := startRelay(rel, up.url, urls, extra, profileDir != "")
 	if err != nil {
 		return fail(err)
@@ -432,4 +446,28 @@ func groupLists(sc scenario) []string {
 		env = append(env, fmt.Sprintf("OBMUX_TARGET_%s_GROUPS=%s", targetName(i), strings.Join(list, ",")))
 	}
 	return env
+}
+
+// formatEnv returns, for a format run with Formats, each target's
+// OBMUX_TARGET_<NAME>_MESSAGE_FORMAT: array and string in turn. The bench
+// events are arrays, so the string targets get another frame, of the size
+// it tells them to expect, made by the same conversion obmux runs.
+func formatEnv(sc scenario, ts *targets) ([]string, error) {
+	if sc.Kind != "format" || !sc.Formats {
+		return nil, nil
+	}
+	size, err := stringEventSize(sc.Size)
+	if err != nil {
+		return nil, err
+	}
+	var env []string
+	for i := range sc.Targets {
+		f := "array"
+		if i%2 == 1 {
+			f = "string"
+			ts.list[i].size = size
+		}
+		env = append(env, fmt.Sprintf("OBMUX_TARGET_%s_MESSAGE_FORMAT=%s", targetName(i), f))
+	}
+	return env, nil
 }

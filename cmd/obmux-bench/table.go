@@ -119,6 +119,7 @@ func printTable(w io.Writer, rep *report) {
 	}
 
 	printFilter(tw, rep, section)
+	printFormat(tw, rep, section)
 
 	stuckDone := false
 	for _, s := range rows {
@@ -230,14 +231,40 @@ func sizeName(n int) string {
 // filter, then every target with its own GROUPS list) and the median of
 // their ratios.
 func printFilter(tw *tabwriter.Writer, rep *report, section func(title, header string)) {
-	type pair struct{ plain, groups *result }
+	groups := 0
+	for _, r := range rep.Results {
+		if r.Scenario.Kind == "filter" && r.Scenario.Groups > 0 {
+			groups = r.Scenario.Groups
+		}
+	}
+	printPairs(tw, rep, section, "filter", func(s scenario) bool { return s.Groups > 0 },
+		func(targets int) string {
+			return fmt.Sprintf("Per-bot group filters: %d targets through obmux, without filters and each with its own OBMUX_TARGET_<NAME>_GROUPS of %d groups (all holding the events' group, so each target checks and gets every event); runs alternate", targets, groups)
+		}, "unfiltered", "GROUPS")
+}
+
+// printFormat prints the format runs like printFilter: without message
+// formats, then half the targets with MESSAGE_FORMAT=array (the events'
+// form) and half with string (one conversion per event, shared).
+func printFormat(tw *tabwriter.Writer, rep *report, section func(title, header string)) {
+	printPairs(tw, rep, section, "format", func(s scenario) bool { return s.Formats },
+		func(targets int) string {
+			return fmt.Sprintf("Per-bot message formats: %d targets through obmux, without MESSAGE_FORMAT and with array and string in turn (the events are arrays: one string form made per event, shared by half the targets); runs alternate", targets)
+		}, "as sent", "formats")
+}
+
+// printPairs prints the runs of kind in pairs (plain, then variant), per
+// size, with each pair's ratio and the median of their ratios.
+func printPairs(tw *tabwriter.Writer, rep *report, section func(title, header string), kind string, variant func(scenario) bool,
+	title func(targets int) string, plainName, variantName string) {
+	type pair struct{ plain, other *result }
 	var sizes []int
 	pairs := map[int][]pair{}
-	var targets, groups int
+	var targets int
 	for i := range rep.Results {
 		r := &rep.Results[i]
 		s := r.Scenario
-		if s.Kind != "filter" {
+		if s.Kind != kind {
 			continue
 		}
 		if _, ok := pairs[s.Size]; !ok {
@@ -247,8 +274,8 @@ func printFilter(tw *tabwriter.Writer, rep *report, section func(title, header s
 			pairs[s.Size] = append(pairs[s.Size], pair{})
 		}
 		p := &pairs[s.Size][s.Round-1]
-		if s.Groups > 0 {
-			p.groups, groups = r, s.Groups
+		if variant(s) {
+			p.other = r
 		} else {
 			p.plain = r
 		}
@@ -257,17 +284,16 @@ func printFilter(tw *tabwriter.Writer, rep *report, section func(title, header s
 	if len(sizes) == 0 {
 		return
 	}
-	section(fmt.Sprintf("Per-bot group filters: %d targets through obmux, without filters and each with its own OBMUX_TARGET_<NAME>_GROUPS of %d groups (all holding the events' group, so each target checks and gets every event); runs alternate", targets, groups),
-		"size	round	unfiltered ev/s	GROUPS ev/s	ratio	unfiltered CPU s/1e6 frames	GROUPS	unfiltered alloc B/event	GROUPS	")
+	section(title(targets), fmt.Sprintf("size\tround\t%[1]s ev/s\t%[2]s ev/s\tratio\t%[1]s CPU s/1e6 frames\t%[2]s\t%[1]s alloc B/event\t%[2]s\t", plainName, variantName))
 	for _, size := range sizes {
 		var ratios []float64
 		for i, p := range pairs[size] {
-			r := ratio(p.groups, p.plain, func(r *result) float64 { return r.EventsPerSec })
-			if p.groups != nil && p.plain != nil && p.groups.Error == "" && p.plain.Error == "" && p.plain.EventsPerSec > 0 {
-				ratios = append(ratios, p.groups.EventsPerSec/p.plain.EventsPerSec)
+			r := ratio(p.other, p.plain, func(r *result) float64 { return r.EventsPerSec })
+			if p.other != nil && p.plain != nil && p.other.Error == "" && p.plain.Error == "" && p.plain.EventsPerSec > 0 {
+				ratios = append(ratios, p.other.EventsPerSec/p.plain.EventsPerSec)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", sizeName(size), i+1, col(p.plain, evs), col(p.groups, evs), r,
-				col(p.plain, cpu), col(p.groups, cpu), col(p.plain, alloc), col(p.groups, alloc))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", sizeName(size), i+1, col(p.plain, evs), col(p.other, evs), r,
+				col(p.plain, cpu), col(p.other, cpu), col(p.plain, alloc), col(p.other, alloc))
 		}
 		if len(ratios) > 0 {
 			slices.Sort(ratios)
