@@ -308,6 +308,9 @@ func Load(environ []string) (Config, error) {
 			cfg.Send.Actions = append(cfg.Send.Actions, a)
 		}
 	}
+	if len(actionProblems) == 0 && len(cfg.Send.Actions) == 0 {
+		actionProblems = append(actionProblems, "names no action (leave it empty for the message-sending ones)")
+	}
 	if len(actionProblems) > 0 {
 		bad("SEND_ACTIONS", strconv.Quote(cfg.SendActions), strings.Join(actionProblems, "; "))
 	}

@@ -164,6 +164,7 @@ func TestSendRateVariables(t *testing.T) {
 		{"OBMUX_SEND_BURST=lots", `OBMUX_SEND_BURST="lots": not a whole number`},
 		{"OBMUX_SEND_ACTIONS=send_msg,send_*", `OBMUX_SEND_ACTIONS="send_msg,send_*": "send_*" is not an action name (letters, digits, _ . -, comma-separated: send_msg,send_group_msg)`},
 		{"OBMUX_SEND_ACTIONS=send_msg_async", `the _async suffix is stripped`},
+		{"OBMUX_SEND_ACTIONS= , ", `OBMUX_SEND_ACTIONS=" , ": names no action`},
 	} {
 		_, err := Load([]string{c.env})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
