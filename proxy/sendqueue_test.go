@@ -15,21 +15,24 @@ import (
 	"github.com/obmux/obmux/onebot"
 )
 
-// testCaller is a Caller whose answers land in a channel.
+// testCaller is a Caller whose answers land in a channel, and its Hold
+// calls in another.
 type testCaller struct {
-	st   *health.Stats
-	got  chan []byte
-	gone chan struct{}
+	st    *health.Stats
+	got   chan []byte
+	holds chan bool
+	gone  chan struct{}
 }
 
 func newCaller(mon *health.Monitor, name string) *testCaller {
-	return &testCaller{st: mon.Track(health.RoleTarget, name), got: make(chan []byte, 1024), gone: make(chan struct{})}
+	return &testCaller{st: mon.Track(health.RoleTarget, name), got: make(chan []byte, 1024), holds: make(chan bool, 64),
+		gone: make(chan struct{})}
 }
 
 func (c *testCaller) Deliver(b []byte)      { c.got <- b }
 func (c *testCaller) Stats() *health.Stats  { return c.st }
 func (c *testCaller) Gone() <-chan struct{} { return c.gone }
-func (c *testCaller) Hold(bool)             {}
+func (c *testCaller) Hold(on bool)          { c.holds <- on }
 
 func (c *testCaller) MessageFormat() onebot.MessageFormat { return onebot.FormatAsIs }
 
