@@ -121,21 +121,32 @@ func Load(environ []string) (Config, error) {
 		}
 	}
 	var cfg Config
-	var problems []string
+	var unreadable []string // problems of values env could not parse
 	if err := env.ParseWithOptions(&cfg, env.Options{Prefix: Prefix, Environment: vars}); err != nil {
-		problems = append(problems, parseProblems(err, vars)...)
+		unreadable = parseProblems(err, vars)
 	}
+	problems := append(unreadable, parseNamed(&cfg, vars)...)
+	problems = append(problems, validate(&cfg, unreadable)...)
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return cfg, &Error{problems}
+	}
+	return cfg, nil
+}
 
+// parseNamed reads the variables that env does not: the targets
+// (OBMUX_TARGET_<NAME>_<SUFFIX>, sorted by name into cfg.Targets) and the
+// forward clients' policy (OBMUX_FORWARD_<SUFFIX>), and names every other
+// OBMUX_ variable obmux does not read. It returns the problems found.
+func parseNamed(cfg *Config, vars map[string]string) []string {
+	var problems []string
 	known := Known()
-	targets := map[string]*fanout.TargetConfig{}
-	urlSet := map[string]bool{}
 	keys := make([]string, 0, len(vars))
 	for k := range vars {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys) // stable messages
-	spelling := map[string]bool{}
-	setBy := map[string]string{} // the first variable of each target, for hints
+	ts := newTargetSet()
 	for _, k := range keys {
 		v := vars[k]
 		if m := forwardVar.FindStringSubmatch(k); m != nil {
@@ -146,68 +157,117 @@ func Load(environ []string) (Config, error) {
 			continue
 		}
 		m := targetVar.FindStringSubmatch(k)
-		if m == nil {
-			if !known[k] && !serviceLink.MatchString(k) {
-				problems = append(problems, unknownVar(k))
+		switch {
+		case m != nil:
+			if p := ts.set(k, m[1], m[2], v); p != "" {
+				problems = append(problems, p)
 			}
-			continue
-		}
-		if !targetName.MatchString(m[1]) || strings.Trim(m[1], "_") == "" {
-			problems = append(problems, fmt.Sprintf("%s: the target name %q may hold only letters, digits and _ (and not only _)", k, m[1]))
-			continue
-		}
-		name := strings.ToLower(m[1])
-		t := targets[name]
-		if t == nil {
-			t = &fanout.TargetConfig{Name: name, EnvPrefix: "OBMUX_TARGET_" + m[1]}
-			targets[name] = t
-		} else if t.EnvPrefix != "OBMUX_TARGET_"+m[1] {
-			problems = append(problems, fmt.Sprintf("%s and %s_*: two spellings of target %q (names are not case-sensitive): use one", k, t.EnvPrefix, name))
-			spelling[name] = true
-			continue
-		}
-		switch m[2] {
-		case "URL":
-			t.URL, urlSet[name] = v, true
-		case "TOKEN":
-			t.Token = v
-		default:
-			row, _ := policy.Lookup(m[2])
-			if err := row.Set(&t.Policy, v); err != nil {
-				problems = append(problems, policy.Problem(k, v, err))
-			}
-		}
-		if setBy[name] == "" {
-			setBy[name] = k
+		case !known[k] && !serviceLink.MatchString(k):
+			problems = append(problems, unknownVar(k))
 		}
 	}
-	for _, t := range targets {
+	targets, more := ts.finish()
+	cfg.Targets = targets
+	return append(problems, more...)
+}
+
+// targetSet collects the targets' variables, one target per name.
+type targetSet struct {
+	byName   map[string]*fanout.TargetConfig
+	urlSet   map[string]bool   // its URL variable is set (maybe empty)
+	spelling map[string]bool   // two spellings of its name were seen
+	setBy    map[string]string // its first variable, for hints
+}
+
+func newTargetSet() *targetSet {
+	return &targetSet{byName: map[string]*fanout.TargetConfig{}, urlSet: map[string]bool{},
+		spelling: map[string]bool{}, setBy: map[string]string{}}
+}
+
+// set reads variable k (OBMUX_TARGET_<raw>_<suffix>) with value v and returns
+// its problem, if any.
+func (ts *targetSet) set(k, raw, suffix, v string) string {
+	if !targetName.MatchString(raw) || strings.Trim(raw, "_") == "" {
+		return fmt.Sprintf("%s: the target name %q may hold only letters, digits and _ (and not only _)", k, raw)
+	}
+	name := strings.ToLower(raw)
+	t := ts.byName[name]
+	if t == nil {
+		t = &fanout.TargetConfig{Name: name, EnvPrefix: "OBMUX_TARGET_" + raw}
+		ts.byName[name] = t
+	} else if t.EnvPrefix != "OBMUX_TARGET_"+raw {
+		ts.spelling[name] = true
+		return fmt.Sprintf("%s and %s_*: two spellings of target %q (names are not case-sensitive): use one", k, t.EnvPrefix, name)
+	}
+	if ts.setBy[name] == "" {
+		ts.setBy[name] = k
+	}
+	switch suffix {
+	case "URL":
+		t.URL, ts.urlSet[name] = v, true
+	case "TOKEN":
+		t.Token = v
+	default:
+		row, _ := policy.Lookup(suffix)
+		if err := row.Set(&t.Policy, v); err != nil {
+			return policy.Problem(k, v, err)
+		}
+	}
+	return ""
+}
+
+// finish returns the usable targets, sorted by name, and the problems of
+// the others (no URL, or a bad one).
+func (ts *targetSet) finish() ([]fanout.TargetConfig, []string) {
+	var targets []fanout.TargetConfig
+	var problems []string
+	for _, t := range ts.byName {
 		switch {
-		case spelling[t.Name]:
+		case ts.spelling[t.Name]:
 			continue
-		case t.URL == "" && urlSet[t.Name]:
+		case t.URL == "" && ts.urlSet[t.Name]:
 			problems = append(problems, fmt.Sprintf("%s_URL: empty: set the framework's reverse-WS URL, such as ws://nonebot:8080/onebot/v11/ws", t.EnvPrefix))
 			continue
 		case t.URL == "":
-			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s is", t.EnvPrefix, setBy[t.Name]))
+			problems = append(problems, fmt.Sprintf("%s_URL: not set, but %s is", t.EnvPrefix, ts.setBy[t.Name]))
 			continue
 		}
 		if p := checkWSURL(t.URL); p != "" {
 			problems = append(problems, fmt.Sprintf("%s_URL=%q: %s", t.EnvPrefix, wsconn.RedactURL(t.URL), p))
 		}
-		cfg.Targets = append(cfg.Targets, *t)
+		targets = append(targets, *t)
 	}
-	sort.Slice(cfg.Targets, func(i, j int) bool { return cfg.Targets[i].Name < cfg.Targets[j].Name })
+	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
+	return targets, problems
+}
 
-	unparsed := len(problems) // problems so far: from parsing
+// validate checks the values env read into cfg and returns the problems
+// found; a variable with a problem in unreadable (its value could not be
+// read) is not reported again.
+func validate(cfg *Config, unreadable []string) []string {
+	var problems []string
 	bad := func(name string, value any, why string) {
-		for _, p := range problems[:unparsed] {
+		for _, p := range unreadable {
 			if strings.HasPrefix(p, Prefix+name+"=") {
 				return // its value could not be read: one problem is enough
 			}
 		}
 		problems = append(problems, fmt.Sprintf("%s%s=%v: %s", Prefix, name, value, why))
 	}
+	validateAddresses(cfg, bad)
+	validateDurations(cfg, bad)
+	validateBounds(cfg, bad)
+	validateSend(cfg, bad)
+	validateChoices(cfg, bad)
+	return problems
+}
+
+// badFunc reports that variable name (without OBMUX_) has value, and why
+// that is wrong.
+type badFunc func(name string, value any, why string)
+
+// validateAddresses checks the URLs and listen addresses.
+func validateAddresses(cfg *Config, bad badFunc) {
 	if cfg.UpstreamURL != "" {
 		if p := checkWSURL(cfg.UpstreamURL); p != "" {
 			bad("UPSTREAM_URL", strconv.Quote(wsconn.RedactURL(cfg.UpstreamURL)), p)
@@ -233,11 +293,12 @@ func Load(environ []string) (Config, error) {
 			bad("NOTIFY_URL", strconv.Quote(wsconn.RedactURL(cfg.NotifyURL)), p)
 		}
 	}
+}
+
+// validateDurations checks the timeouts and intervals.
+func validateDurations(cfg *Config, bad badFunc) {
 	if cfg.NotifyAfter < 0 {
 		bad("NOTIFY_AFTER", cfg.NotifyAfter, "must be 0 (at once) or a positive duration such as 30s or 5m")
-	}
-	if cfg.SelfID < 0 {
-		bad("SELF_ID", cfg.SelfID, "must be a QQ number (positive)")
 	}
 	positive := []struct {
 		name string
@@ -261,22 +322,26 @@ func Load(environ []string) (Config, error) {
 	if cfg.ReconnectMax < cfg.ReconnectMin {
 		bad("RECONNECT_MAX", cfg.ReconnectMax, "must not be less than OBMUX_RECONNECT_MIN ("+cfg.ReconnectMin.String()+")")
 	}
+}
+
+// validateBounds checks the numbers: the self_id, sizes and counts.
+func validateBounds(cfg *Config, bad badFunc) {
+	if cfg.SelfID < 0 {
+		bad("SELF_ID", cfg.SelfID, "must be a QQ number (positive)")
+	}
 	// The ring that holds queued and replayable events is allocated up
 	// front (40 bytes an entry): keep it sane.
 	if cfg.QueueSize < 1 || cfg.QueueSize > 1_000_000 {
 		bad("QUEUE_SIZE", cfg.QueueSize, "must be from 1 to 1000000")
 	}
-	if cfg.APIMaxInflight < 1 {
-		bad("API_MAX_INFLIGHT", cfg.APIMaxInflight, "must be at least 1")
-	}
-	if cfg.APIMaxInflightBytes < 1 {
-		bad("API_MAX_INFLIGHT_BYTES", cfg.APIMaxInflightBytes, "must be at least 1")
-	}
-	if cfg.ForwardMaxClients < 1 {
-		bad("FORWARD_MAX_CLIENTS", cfg.ForwardMaxClients, "must be at least 1")
-	}
-	if cfg.QueueBytes < 1 {
-		bad("QUEUE_BYTES", cfg.QueueBytes, "must be at least 1")
+	for _, p := range []struct {
+		name string
+		n    int64
+	}{{"API_MAX_INFLIGHT", int64(cfg.APIMaxInflight)}, {"API_MAX_INFLIGHT_BYTES", cfg.APIMaxInflightBytes},
+		{"FORWARD_MAX_CLIENTS", int64(cfg.ForwardMaxClients)}, {"QUEUE_BYTES", cfg.QueueBytes}} {
+		if p.n < 1 {
+			bad(p.name, p.n, "must be at least 1")
+		}
 	}
 	if cfg.ReplaySize < 0 || cfg.ReplaySize > 10_000_000 {
 		bad("REPLAY_SIZE", cfg.ReplaySize, "must be from 0 (no replay) to 10000000")
@@ -287,6 +352,10 @@ func Load(environ []string) (Config, error) {
 	if cfg.MaxMessageBytes < 1024 {
 		bad("MAX_MESSAGE_BYTES", cfg.MaxMessageBytes, "must be at least 1024")
 	}
+}
+
+// validateSend checks the send rate limit and reads it into cfg.Send.
+func validateSend(cfg *Config, bad badFunc) {
 	if cfg.SendRate != "" {
 		if r, err := parseRate(cfg.SendRate); err != nil {
 			bad("SEND_RATE", strconv.Quote(cfg.SendRate), err.Error())
@@ -314,6 +383,10 @@ func Load(environ []string) (Config, error) {
 	if len(actionProblems) > 0 {
 		bad("SEND_ACTIONS", strconv.Quote(cfg.SendActions), strings.Join(actionProblems, "; "))
 	}
+}
+
+// validateChoices checks the variables that take one of a few words.
+func validateChoices(cfg *Config, bad badFunc) {
 	switch fanout.SlowPolicy(cfg.SlowTarget) {
 	case fanout.SlowDisconnect, fanout.SlowDropOldest:
 	default:
@@ -329,11 +402,6 @@ func Load(environ []string) (Config, error) {
 	default:
 		bad("LOG_FORMAT", cfg.LogFormat, "must be auto, text or json")
 	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		return cfg, &Error{problems}
-	}
-	return cfg, nil
 }
 
 // unknownVar is the problem of a variable obmux does not read.
