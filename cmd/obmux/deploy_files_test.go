@@ -1,8 +1,11 @@
 package main
 
-// The deployment files in deploy/ against the code: every OBMUX_* variable
-// they set exists, their obmux configuration loads, and their ports, URLs,
-// tokens and probe paths agree with obmux's defaults and with each other.
+// The deployment files in deploy/ (compose, Kubernetes, NapCat) against the
+// code: every OBMUX_* variable they set exists, their obmux configuration
+// loads, and their ports, URLs, tokens and probe paths agree with obmux's
+// defaults and with each other. Every test of deploy/ is in a
+// deploy_*_test.go here or a script beside the files (docs/deploy.md,
+// "Tests of these files").
 
 import (
 	"encoding/json"
@@ -25,7 +28,7 @@ import (
 
 const deployDir = "../../deploy"
 
-// knownVarsOf returns every variable of config, as loadConfig knows them.
+// knownVarsOf returns every variable of config, as config.Load knows them.
 func knownVarsOf(t *testing.T) map[string]bool {
 	t.Helper()
 	vars := config.Known()

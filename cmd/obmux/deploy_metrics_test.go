@@ -22,7 +22,9 @@ import (
 // match on must be a label of that series, and every literal label value
 // (role="target", kind="event", reason="queue_overflow") must occur in the
 // scrape. The files' PromQL syntax itself is checked by promtool
-// (deploy/check-prometheus.sh).
+// (deploy/check-prometheus.sh). Every test of deploy/ is in a
+// deploy_*_test.go here or a script beside the files (docs/deploy.md,
+// "Tests of these files").
 
 const (
 	dashboardFile  = "../../deploy/grafana/obmux.json"
