@@ -80,6 +80,15 @@ type Config struct {
 	ReplayBytes  int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
 	ReplayMaxAge time.Duration `env:"REPLAY_MAX_AGE" envDefault:"5m"`
 
+	// NATS JetStream as the event backbone (empty URL: off); see nats.go.
+	NATSURL         string        `env:"NATS_URL"`
+	NATSCreds       string        `env:"NATS_CREDS"`
+	NATSToken       string        `env:"NATS_TOKEN"`
+	NATSStream      string        `env:"NATS_STREAM" envDefault:"ONEBOT"`
+	NATSMaxAge      time.Duration `env:"NATS_MAX_AGE" envDefault:"24h"`
+	NATSMaxBytes    int64         `env:"NATS_MAX_BYTES" envDefault:"1073741824"`
+	NATSBufferBytes int64         `env:"NATS_BUFFER_BYTES" envDefault:"67108864"`
+
 	// Targets come from OBMUX_TARGET_<NAME>_<SUFFIX> (URL, TOKEN and the
 	// rows of policy.Vars), sorted by name.
 	Targets []fanout.TargetConfig `env:"-"`
@@ -259,6 +268,7 @@ func validate(cfg *Config, unreadable []string) []string {
 	validateBounds(cfg, bad)
 	validateSend(cfg, bad)
 	validateChoices(cfg, bad)
+	validateNATS(cfg, bad)
 	return problems
 }
 

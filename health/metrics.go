@@ -16,6 +16,8 @@ const (
 	RoleUpstream Role = "upstream"
 	RoleTarget   Role = "target"
 	RoleClient   Role = "client"
+	// RoleNATS is the callers of the API over NATS request/reply.
+	RoleNATS Role = "nats"
 )
 
 // Reason says why a connection ended: the obmux_disconnects_total "reason"

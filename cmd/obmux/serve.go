@@ -77,8 +77,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	// upstream (which the write timeout cuts): twice that is the guard.
 	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
 	upCfg.QueueBytes = 2 * cfg.QueueBytes
+	bus, err := newNATSBus(cfg, router, acct, mon, reg, log)
+	if err != nil {
+		return err
+	}
+	defer bus.close()
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
-		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, hub, mon, log)
+		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, bus.sink(hub), mon, log)
 	hub.SetUpstream(up)
 	queue := hub.QueueCollector()
 	reg.MustRegister(queue, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
@@ -155,6 +160,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	}
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { up.Run(runCtx) })
+	wg.Go(func() { bus.run(runCtx) })
 	for _, t := range cfg.Targets {
 		target := hub.NewTarget(t)
 		wg.Go(func() { target.Run(runCtx) })
@@ -190,6 +196,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	hub.Close(peersCtx)
 	cancelPeers()
 	up.Close(shCtx)
+	bus.flush(shCtx)
 	stopRun()
 	stopServers(servers[:1], listenersShutdown(cfg))
 	wg.Wait()

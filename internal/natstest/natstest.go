@@ -1,0 +1,63 @@
+// Package natstest runs a real NATS server with JetStream inside a test
+// process (the nats-server module, embedded: no binary to install, and the
+// test can stop and restart it on the same port and store).
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Server is a running NATS server with JetStream.
+type Server struct {
+	*server.Server
+	dir  string
+	port int
+}
+
+// Start runs a server with JetStream storing in dir on 127.0.0.1:port
+// (0: any free port), stopped at the end of the test.
+func Start(t testing.TB, dir string, port int) *Server {
+	t.Helper()
+	if port == 0 {
+		port = -1
+	}
+	opts := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
+		NoLog: true, NoSigs: true}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	srv := &Server{Server: s, dir: dir, port: s.Addr().(*net.TCPAddr).Port}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// URL is the server's nats:// URL.
+func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
+// Stop shuts the server down and waits until it is down.
+func (s *Server) Stop() {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+// Restart stops the server and starts a new one on the same port and
+// store, as a restarted nats-server would be.
+func (s *Server) Restart(t testing.TB) *Server {
+	t.Helper()
+	port := s.Port()
+	s.Stop()
+	return Start(t, s.dir, port)
+}
