@@ -160,7 +160,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	}
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { up.Run(runCtx) })
-	wg.Go(func() { bus.run(runCtx) })
+	// The bus outlives the upstream at shutdown: what the upstream sent
+	// last is still published.
+	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { bus.run(busCtx) })
 	for _, t := range cfg.Targets {
 		target := hub.NewTarget(t)
 		wg.Go(func() { target.Run(runCtx) })
@@ -196,8 +199,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	hub.Close(peersCtx)
 	cancelPeers()
 	up.Close(shCtx)
-	bus.flush(shCtx)
 	stopRun()
+	bus.flush(shCtx)
+	stopBus()
 	stopServers(servers[:1], listenersShutdown(cfg))
 	wg.Wait()
 	log.Info("obmux stopped")

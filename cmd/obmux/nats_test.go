@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/obmux/obmux/internal/natstest"
+)
+
+// natsStream reads the next n messages of the ONEBOT stream from seq on.
+func natsStream(t *testing.T, url string, from uint64, n int) []jetstream.Msg {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, "ONEBOT", jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < n {
+		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+		if batch.Error() != nil {
+			t.Fatalf("after %d of %d messages: %v", len(out), n, batch.Error())
+		}
+	}
+	return out
+}
+
+// The account side: every upstream event reaches the WebSocket target and
+// the stream (meta events only the target), the account's status is
+// published, an API call over NATS is answered with its echo intact, and
+// while NATS is down the target loses nothing and NATS gets it all later.
+func TestNATSAccountSide(t *testing.T) {
+	dir := t.TempDir()
+	ns := natstest.Start(t, dir, 0)
+	up := newUpstream(t, "127.0.0.1:0")
+	tg := newTarget(t)
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_BOT_URL="+tg.URL, "OBMUX_NATS_URL="+ns.URL())
+	up.connected()
+	p := tg.accept()
+	eventually(t, "the stream exists", func() bool { return in.metric("obmux_nats_connected") == 1 })
+
+	const n = 50
+	sent := make([][]byte, 2*n+1)
+	for i := 1; i <= n; i++ {
+		sent[i] = event(i)
+		up.send(sent[i])
+	}
+	up.send([]byte(`{"time":1,"self_id":10001,"post_type":"meta_event","meta_event_type":"heartbeat","status":{"online":true,"good":true},"interval":30000}`))
+	for i := 1; i <= n; i++ {
+		if got := nextEvent(t, p); !bytes.Equal(got, sent[i]) {
+			t.Fatalf("target event %d: %s", i, got)
+		}
+	}
+	msgs := natsStream(t, ns.URL(), 1, n+1)
+	events := 0
+	for _, m := range msgs {
+		switch m.Subject() {
+		case "onebot.10001.status":
+			var st struct {
+				SelfID int64 `json:"self_id"`
+				Online bool  `json:"online"`
+			}
+			if err := json.Unmarshal(m.Data(), &st); err != nil || st.SelfID != testSelfID || !st.Online {
+				t.Errorf("status %s", m.Data())
+			}
+		case "onebot.10001.event.message.private":
+			events++
+			if !bytes.Equal(m.Data(), sent[events]) {
+				t.Fatalf("stream event %d: %s", events, m.Data())
+			}
+		default:
+			t.Errorf("unexpected subject %s: %s", m.Subject(), m.Data())
+		}
+	}
+
+	// An API call over NATS request/reply.
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	reply, err := nc.Request("onebot.10001.api", []byte(`{"action":"get_login_info","params":{},"echo":{"caller":"edge","n":[1,2]}}`), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		Status string          `json:"status"`
+		Echo   json.RawMessage `json:"echo"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil || resp.Status != "ok" || string(resp.Echo) != `{"caller":"edge","n":[1,2]}` {
+		t.Fatalf("API reply over NATS: %s", reply.Data)
+	}
+	reply, err = nc.Request("onebot.10001.api", []byte(`{"echo":"x"}`), wait)
+	if err != nil || !bytes.Contains(reply.Data, []byte(`"retcode":1400`)) || !bytes.Contains(reply.Data, []byte(`"echo":"x"`)) {
+		t.Fatalf("a frame without action over NATS: %s, %v", reply.Data, err)
+	}
+
+	// NATS down: the target gets every event at once; the stream later.
+	ns.Stop()
+	eventually(t, "obmux sees NATS gone", func() bool { return in.metric("obmux_nats_connected") == 0 })
+	for i := n + 1; i <= 2*n; i++ {
+		sent[i] = event(i)
+		up.send(sent[i])
+	}
+	for i := n + 1; i <= 2*n; i++ {
+		if got := nextEvent(t, p); !bytes.Equal(got, sent[i]) {
+			t.Fatalf("target event %d while NATS is down: %s", i, got)
+		}
+	}
+	if got := in.metric("obmux_nats_buffer_events"); got != n {
+		t.Errorf("obmux_nats_buffer_events = %v while NATS is down, want %d", got, n)
+	}
+	ns = natstest.Start(t, dir, ns.Port())
+	later := natsStream(t, ns.URL(), uint64(len(msgs)+1), n)
+	for i, m := range later {
+		if !bytes.Equal(m.Data(), sent[n+1+i]) {
+			t.Fatalf("stream event %d after the restart: %s", n+1+i, m.Data())
+		}
+	}
+	eventually(t, "the buffer is empty", func() bool { return in.metric("obmux_nats_buffer_events") == 0 })
+	if got := in.metric("obmux_nats_dropped_total"); got != 0 {
+		t.Errorf("obmux_nats_dropped_total = %v", got)
+	}
+	// Shutdown publishes what came last: the account is offline now.
+	in.stop()
+	last := natsStream(t, ns.URL(), uint64(len(msgs)+n+1), 1)[0]
+	if last.Subject() != "onebot.10001.status" || !bytes.Contains(last.Data(), []byte(`"online":false`)) {
+		t.Errorf("last message %s: %s, want the offline status", last.Subject(), last.Data())
+	}
+}
