@@ -120,3 +120,6 @@ func (c *caller) Deliver(frame []byte) {
 func (c *caller) Stats() *health.Stats  { return c.api.stats }
 func (c *caller) Gone() <-chan struct{} { return c.api.gone }
 func (c *caller) Hold(bool)             {}
+
+// MessageFormat: a NATS caller gets messages as the upstream sends them.
+func (c *caller) MessageFormat() onebot.MessageFormat { return onebot.FormatAsIs }
