@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -176,4 +177,27 @@ func TestSendRateVariables(t *testing.T) {
 	if err == nil || strings.Count(err.Error(), "OBMUX_SEND_") != 3 {
 		t.Errorf("want three problems: %v", err)
 	}
+}
+
+// parseRate accepts only a positive, finite rate per second, minute or
+// hour, and reads it as that many sends over that unit.
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"1/s", "20/m", "0.5/h", " 3 / s ", "0/s", "1e3/s", "/s", "1/", "99999999999999999999999/s", "1.5.5/m"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseRate(s)
+		if err != nil {
+			return
+		}
+		if !(r > 0) || math.IsInf(float64(r), 0) {
+			t.Fatalf("%q: rate %v", s, r)
+		}
+		n, unit, _ := strings.Cut(strings.Join(strings.Fields(s), ""), "/")
+		v, perr := strconv.ParseFloat(n, 64)
+		per := map[string]float64{"s": 1, "m": 60, "h": 3600}[unit]
+		if perr != nil || per == 0 || math.Abs(float64(r)-v/per) > 1e-9*v/per {
+			t.Fatalf("%q read as %v/s", s, r)
+		}
+	})
 }
