@@ -6,7 +6,7 @@
 //
 //	{"kind":"listen","addr":"127.0.0.1:40123"}           reverse WS: ZeroBot listens
 //	{"kind":"connected","self_id":10001,"registered":true} ZeroBot took the self_id from the first frame
-//	{"kind":"event","self_id":..,"user_id":..,"message_id":..,"text":".."}
+//	{"kind":"event","self_id":..,"user_id":..,"message_id":..,"text":"..","segments":[..],"cq_string":false}
 //	{"kind":"api_response","payload":{...}}              every API response frame ZeroBot read
 //	{"kind":"reply","user_id":..,"text":"..","message_id":..} send_private_msg returned
 //
@@ -106,7 +106,10 @@ func main() {
 	zero.OnMessage().Handle(func(ctx *zero.Ctx) {
 		ev := ctx.Event
 		emit(map[string]any{"kind": "event", "self_id": ev.SelfID, "user_id": ev.UserID,
-			"message_id": ev.MessageID, "text": ev.RawMessage})
+			"message_id": ev.MessageID, "text": ev.RawMessage,
+			// ZeroBot's own parse of the message, and whether the frame
+			// carried it as a CQ-code string or an array of segments.
+			"segments": ev.Message, "cq_string": len(ev.NativeMessage) > 0 && ev.NativeMessage[0] == '"'})
 		reply := *name + ": " + ev.RawMessage
 		id := ctx.SendPrivateMessage(ev.UserID, reply)
 		emit(map[string]any{"kind": "reply", "user_id": ev.UserID, "text": reply, "message_id": id})
