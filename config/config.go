@@ -58,6 +58,9 @@ type Config struct {
 	// HTTPTimeout bounds reading one HTTP request (headers and body) on
 	// obmux's listeners; WebSockets, once upgraded, are not affected.
 	HTTPTimeout time.Duration `env:"HTTP_TIMEOUT" envDefault:"10s"`
+	// AllowedHosts are host names under which a browser page may reach the
+	// WebSocket servers (besides loopback and IP addresses).
+	AllowedHosts []string `env:"ALLOWED_HOSTS" envSeparator:","`
 
 	NotifyURL   string        `env:"NOTIFY_URL"`
 	NotifyAfter time.Duration `env:"NOTIFY_AFTER" envDefault:"1m"`
@@ -303,6 +306,16 @@ func validateAddresses(cfg *Config, bad badFunc) {
 			bad("NOTIFY_URL", strconv.Quote(wsconn.RedactURL(cfg.NotifyURL)), p)
 		}
 	}
+	for _, h := range cfg.AllowedHosts {
+		if !hostName.MatchString(strings.TrimSpace(h)) {
+			bad("ALLOWED_HOSTS", strconv.Quote(strings.Join(cfg.AllowedHosts, ",")),
+				"must be host names separated by commas, without scheme, port or path, such as bot.example.com,obmux.lan")
+			break
+		}
+	}
+	for i := range cfg.AllowedHosts {
+		cfg.AllowedHosts[i] = strings.TrimSpace(cfg.AllowedHosts[i])
+	}
 }
 
 // validateDurations checks the timeouts and intervals.
@@ -494,6 +507,9 @@ func fieldTag(field string) string {
 	tag, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 	return tag
 }
+
+// hostName is a DNS name (labels of letters, digits, - and _).
+var hostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$`)
 
 // quoted is a quoted part of a URL in url.Parse's error.
 var quoted = regexp.MustCompile(`"[^"]*"`)

@@ -51,3 +51,22 @@ func TestHTTPTimeoutVariable(t *testing.T) {
 		}
 	}
 }
+
+// OBMUX_ALLOWED_HOSTS (issue 13, item 7): host names only, trimmed.
+func TestAllowedHostsVariable(t *testing.T) {
+	if cfg, err := Load(nil); err != nil || len(cfg.AllowedHosts) != 0 {
+		t.Errorf("default: %q %v", cfg.AllowedHosts, err)
+	}
+	cfg, err := Load([]string{"OBMUX_ALLOWED_HOSTS=bot.example.com, obmux.lan,napcat_1,localhost."})
+	if err != nil || strings.Join(cfg.AllowedHosts, "|") != "bot.example.com|obmux.lan|napcat_1|localhost." {
+		t.Errorf("set: %q %v", cfg.AllowedHosts, err)
+	}
+	for _, v := range []string{"http://bot.example.com", "bot.example.com:3001", "bot.example.com/ws", "a,,b", "-bad.example",
+		"bad-.example", "a b", "*.example.com", "a..b"} {
+		_, err := Load([]string{"OBMUX_ALLOWED_HOSTS=" + v})
+		want := `OBMUX_ALLOWED_HOSTS="` + v + `": must be host names separated by commas`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", v, err, want)
+		}
+	}
+}

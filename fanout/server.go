@@ -28,6 +28,9 @@ type ServerConfig struct {
 	// more is refused with 503 before the upgrade and counted in Refused.
 	MaxClients int
 	Refused    prometheus.Counter
+	// Refusals, if not nil, counts and logs the clients refused for their
+	// token or path.
+	Refusals *health.Refusals
 }
 
 // Server is obmux's forward-WS server: it serves clients as a correct OneBot
@@ -61,12 +64,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/api":
 		o = serveOpts{api: true, heartbeat: s.cfg.APIHeartbeat}
 	default:
+		s.cfg.Refusals.Refuse(s.hub.log, health.ListenerForward, health.RefusedWrongPath, r, "forward client on a wrong path (HTTP 404)",
+			"hint", "obmux's forward-WS endpoints are /, /event and /api on OBMUX_FORWARD_LISTEN")
 		http.Error(w, "not a OneBot endpoint: use /, /event or /api", http.StatusNotFound)
 		return
 	}
 	if code := onebot.Authorize(r, s.cfg.Token); code != 0 {
-		s.hub.log.Info("forward client refused", "path", path, "status", code, "remote", r.RemoteAddr,
-			"hint", "clients must send OBMUX_FORWARD_TOKEN as Authorization: Bearer or ?access_token=")
+		s.cfg.Refusals.Refuse(s.hub.log, health.ListenerForward, health.RefusalForStatus(code), r, "forward client refused",
+			"status", code, "hint", "clients must send OBMUX_FORWARD_TOKEN as Authorization: Bearer or ?access_token=")
 		http.Error(w, http.StatusText(code), code)
 		return
 	}

@@ -49,6 +49,9 @@ type UpstreamConfig struct {
 	// Account, if not nil, is told what the upstream reports about the QQ
 	// account (heartbeat status, bot_offline, lifecycle disable/enable).
 	Account *health.Account
+	// Refusals, if not nil, counts and logs the connections ServeHTTP
+	// refuses.
+	Refusals *health.Refusals
 }
 
 // State is what obmux knows about the upstream right now.
@@ -177,8 +180,8 @@ func DialHint(err error, haveToken bool) string {
 // self_id is refused with 409 while the first is up.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code := onebot.Authorize(r, u.cfg.Token); code != 0 {
-		u.log.Warn("upstream connection refused", "status", code, "remote", r.RemoteAddr,
-			"hint", "the implementation's token must equal OBMUX_UPSTREAM_TOKEN")
+		u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusalForStatus(code), r, "upstream connection refused",
+			"status", code, "hint", "the implementation's token must equal OBMUX_UPSTREAM_TOKEN")
 		http.Error(w, http.StatusText(code), code)
 		return
 	}

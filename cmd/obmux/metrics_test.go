@@ -430,6 +430,7 @@ func TestMetricsAllNamesPresent(t *testing.T) {
 		{"obmux_api_inflight_bytes", "", nil, 0},
 		{"obmux_read_budget_used_bytes", "", nil, 0},
 		{"obmux_forward_clients_refused_total", "", nil, 0},
+		{"obmux_auth_failures_total", "listener,reason", []string{"listener=upstream", "reason=wrong_token"}, 0},
 		{"go_goroutines", "", nil, 1},
 		{"process_start_time_seconds", "", nil, 1},
 	} {

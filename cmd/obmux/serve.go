@@ -42,6 +42,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	mon := health.NewMonitor(metrics)
 	mon.Redact = wsconn.RedactText
 	acct := health.NewAccount(reg)
+	refusals := health.NewRefusals(reg)
+	origin := wsconn.OriginPolicy{AllowedHosts: cfg.AllowedHosts}
 	started := time.Now()
 
 	connCfg := wsconn.Config{PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout,
@@ -83,7 +85,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	}
 	defer bus.close()
 	up := proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
-		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct}, router, bus.sink(hub), mon, log)
+		UserAgent: ua, Conn: upCfg, Backoff: backoff, Account: acct, Refusals: refusals}, router, bus.sink(hub), mon, log)
 	hub.SetUpstream(up)
 	queue := hub.QueueCollector()
 	reg.MustRegister(queue, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "obmux_api_pending_requests",
@@ -126,24 +128,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	metricsMux.Handle("/", healthHandler)
 	addrs.Metrics = listen("METRICS_LISTEN", cfg.MetricsListen, metricsMux, spareConns)
 	if cfg.UpstreamURL == "" {
-		mux := http.NewServeMux()
-		mux.Handle(cfg.UpstreamPath, up)
-		var wrongPath health.FailureLog
-		_, port, _ := net.SplitHostPort(cfg.UpstreamListen)
-		if cfg.UpstreamPath != "/" {
-			mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-				wrongPath.Log(log.With("path", r.URL.Path, "remote", r.RemoteAddr), "upstream connection on a wrong path (HTTP 404)",
-					fmt.Errorf("obmux serves the upstream on %s", cfg.UpstreamPath),
-					"point the implementation's reverse-WS URL at ws://<obmux>:"+port+cfg.UpstreamPath+" or set OBMUX_UPSTREAM_PATH")
-				http.Error(w, "obmux serves the upstream on "+cfg.UpstreamPath, http.StatusNotFound)
-			})
-		}
-		addrs.Upstream = listen("UPSTREAM_LISTEN", cfg.UpstreamListen, mux, spareConns)
+		addrs.Upstream = listen("UPSTREAM_LISTEN", cfg.UpstreamListen,
+			originGuard(origin, refusals, health.ListenerUpstream, log, upstreamMux(cfg, up, refusals, log)), spareConns)
 	}
 	if cfg.ForwardListen != "" {
 		fwd := hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward,
-			MaxClients: cfg.ForwardMaxClients, Refused: refused})
-		addrs.Forward = listen("FORWARD_LISTEN", cfg.ForwardListen, fwd, cfg.ForwardMaxClients+spareConns)
+			MaxClients: cfg.ForwardMaxClients, Refused: refused, Refusals: refusals})
+		addrs.Forward = listen("FORWARD_LISTEN", cfg.ForwardListen, originGuard(origin, refusals, health.ListenerForward, log, fwd), cfg.ForwardMaxClients+spareConns)
 	}
 	if len(busy) > 0 {
 		closeAll(lns)
