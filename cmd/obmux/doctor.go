@@ -113,7 +113,11 @@ func effectiveConfig(cfg config.Config, environ []string) []string {
 		if tag == "" || tag == "-" {
 			continue
 		}
-		add(config.Prefix+tag, fmt.Sprint(v.Field(i).Interface()))
+		value := fmt.Sprint(v.Field(i).Interface())
+		if tag == "SELF_ID" && cfg.SelfID == 0 {
+			value = "(empty: learned from the upstream)"
+		}
+		add(config.Prefix+tag, value)
 	}
 	for _, t := range cfg.Targets {
 		add(t.EnvPrefix+"_URL", t.URL)
