@@ -59,8 +59,8 @@ func checkFormat(t *testing.T, who string, b []byte, n int, f string) {
 
 // Two bots with different formats and groups, and a forward client, on one
 // upstream that sends arrays and strings: each gets each of its events in
-// its own format (the one already in it byte for byte), and get_msg and
-// get_forward_msg answered in the caller's format.
+// its own format (the one already in it byte for byte), live and replayed,
+// and get_msg and get_forward_msg answered in the caller's format.
 func TestMessageFormatPerBot(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	up.custom = func(p *sim.Peer, req []byte) bool {
@@ -79,6 +79,8 @@ func TestMessageFormatPerBot(t *testing.T) {
 		return true
 	}
 	arr, str := newTarget(t), newTarget(t)
+	var gs gate
+	str.Check = gs.check
 	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_FORWARD_LISTEN=127.0.0.1:0",
 		"OBMUX_TARGET_ARR_URL="+arr.URL, "OBMUX_TARGET_ARR_MESSAGE_FORMAT=array", "OBMUX_TARGET_ARR_GROUPS=111",
 		"OBMUX_TARGET_STR_URL="+str.URL, "OBMUX_TARGET_STR_MESSAGE_FORMAT=string", "OBMUX_TARGET_STR_GROUPS=111,222",
@@ -152,6 +154,22 @@ func TestMessageFormatPerBot(t *testing.T) {
 	})
 	if n := strings.Count(in.log.String(), "cannot be converted"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
+	}
+
+	// Replay: the string bot, away for two events, is replayed them in
+	// its format too.
+	gs.closed.Store(true)
+	ps.Close()
+	eventually(t, "the string bot down", func() bool { return in.metric("obmux_connection_up", "role=target", "name=str") == 0 })
+	missed := [][]byte{formatEvent(10, 111, false), formatEvent(11, 222, true)}
+	for _, b := range missed {
+		up.send(b)
+	}
+	gs.closed.Store(false)
+	ps = str.accept()
+	checkFormat(t, "string bot, replayed", next(t, ps), 10, "string")
+	if got := next(t, ps); string(got) != string(missed[1]) {
+		t.Fatalf("string bot, replayed string event: not passed byte for byte:\n%s", got)
 	}
 }
 
