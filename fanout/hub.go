@@ -334,6 +334,8 @@ type peer struct {
 	api    bool           // may call the API
 	selfID int64          // the self_id the peer was greeted with
 	policy *policy.Policy // what it gets and may do; never nil
+
+	badFrames health.DropLog // frames answered with 1400, logged once per reason
 }
 
 func (p *peer) Deliver(b []byte)      { p.conn.Send(b, onebot.KindAPIResponse) }
@@ -363,8 +365,9 @@ func (p *peer) handle(b []byte) onebot.Kind {
 	default:
 		p.hub.router.Reject(p, b, f, "not an API request (no \"action\")")
 	}
-	p.conn.Stats().M.Dropped[health.DropInvalid].Inc()
-	p.hub.log.Debug("frame from a peer answered with 1400", "role", p.Stats().Role, "name", p.Stats().Name, "error", err, "kind", kind.String())
+	d := health.InvalidDrop(err)
+	p.conn.Stats().M.Dropped[d].Inc()
+	p.badFrames.Log(p.hub.log, d, "frame from a peer answered with 1400", "role", p.Stats().Role, "name", p.Stats().Name, "error", err, "kind", kind.String())
 	return kind
 }
 

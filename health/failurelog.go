@@ -32,3 +32,33 @@ func (l *FailureLog) Reset() {
 	l.last = ""
 	l.mu.Unlock()
 }
+
+// DropLog logs the first frame dropped for each reason at warn, with the
+// reason, and the rest at debug: a peer that keeps sending bad frames is
+// logged once per reason, and obmux_dropped_frames_total counts every one.
+type DropLog struct {
+	mu   sync.Mutex
+	seen [numDrops]bool
+}
+
+// Log logs msg and args for a frame dropped for d.
+func (l *DropLog) Log(log *slog.Logger, d Drop, msg string, args ...any) {
+	l.mu.Lock()
+	first := !l.seen[d]
+	l.seen[d] = true
+	l.mu.Unlock()
+	level := slog.LevelDebug
+	args = append(args, "reason", d.String())
+	if first {
+		level = slog.LevelWarn
+		args = append(args, "repeats", "logged at debug; obmux_dropped_frames_total{reason=\""+d.String()+"\"} counts every one")
+	}
+	log.Log(context.Background(), level, msg, args...)
+}
+
+// Reset forgets what was logged, for a new connection.
+func (l *DropLog) Reset() {
+	l.mu.Lock()
+	l.seen = [numDrops]bool{}
+	l.mu.Unlock()
+}

@@ -41,7 +41,7 @@ func TestMetricsDocExplainsEveryReasonLabel(t *testing.T) {
 
 const metricsDoc = "../docs/metrics.md"
 
-var tableKey = regexp.MustCompile("^\\| `([a-z_]+)` \\|")
+var tableKey = regexp.MustCompile("^\\| `([a-z0-9_]+)` \\|")
 
 // tableKeys returns the first column of the table that follows heading.
 func tableKeys(t *testing.T, doc, heading string) []string {

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"errors"
 	"runtime"
 
 	"github.com/obmux/obmux/onebot"
@@ -63,12 +64,23 @@ const (
 	DropInvalid
 	// DropDisconnected is a frame still queued when its connection ended.
 	DropDisconnected
+	// DropInvalidUTF8 is a text message that is not valid UTF-8.
+	DropInvalidUTF8
 	numDrops
 )
 
-var dropNames = [numDrops]string{"queue_full", "dropped_oldest", "target_gone", "oversized", "invalid", "disconnected"}
+var dropNames = [numDrops]string{"queue_full", "dropped_oldest", "target_gone", "oversized", "invalid", "disconnected", "invalid_utf8"}
 
 func (d Drop) String() string { return dropNames[d] }
+
+// InvalidDrop is the drop reason of a frame onebot.Classify refused with
+// err: invalid_utf8 for invalid UTF-8, invalid for anything else.
+func InvalidDrop(err error) Drop {
+	if errors.Is(err, onebot.ErrInvalidUTF8) {
+		return DropInvalidUTF8
+	}
+	return DropInvalid
+}
 
 // Outcome is how an API call ended: the obmux_api_requests_total "outcome"
 // label.

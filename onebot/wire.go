@@ -2,10 +2,13 @@ package onebot
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Span is a half-open byte range [Start, End) inside a frame.
@@ -38,6 +41,7 @@ var (
 	ErrDuplicateKey  = errors.New("duplicate member")
 	ErrAmbiguousKey  = errors.New("member name differs from a OneBot member's only in case")
 	ErrTooDeep       = errors.New("nested too deeply")
+	ErrInvalidUTF8   = errors.New("invalid UTF-8")
 	errUnexpectedEnd = fmt.Errorf("%w: unexpected end", ErrMalformed)
 )
 
@@ -48,9 +52,12 @@ const maxDepth = 512
 // Scan reads the top level of a JSON object frame and records where the
 // members obmux uses are. Nested values are skipped, not decoded: strings are
 // skipped with a vectorised search for the closing quote, so a 600 KB image
-// event costs little more than a memchr. Scan checks the structure of the
-// whole frame (brackets, strings, commas, colons) but not the spelling of
-// numbers and literals inside nested values.
+// event costs a memchr and a check of eight bytes at a time. Scan accepts
+// exactly the frames that are valid JSON (RFC 8259, as json.Valid): the
+// structure, every number and literal (no "nulx", "tru", "01"), every
+// escape, no control character inside a string, and valid UTF-8
+// (ErrInvalidUTF8), so that obmux never passes on, or echoes back, what a
+// strict peer would refuse (1007, or a parse error).
 //
 // Member names are compared as a JSON decoder sees them, after unescaping:
 // "ech\u006f" is "echo". A member obmux uses that occurs twice, in whatever
@@ -215,9 +222,11 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the offset just past the string starting at b[i] == '"'.
+// skipString returns the offset just past the string starting at b[i] == '"',
+// checking what is inside: valid escapes, no control character, valid UTF-8.
 func skipString(b []byte, i int) (int, error) {
 	i++
+	start := i
 	for {
 		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
@@ -230,14 +239,131 @@ func skipString(b []byte, i int) (int, error) {
 			n++
 		}
 		if n%2 == 0 {
-			if bytes.IndexByte(b[i:q], '\n') >= 0 {
-				return 0, fmt.Errorf("%w: raw newline in string", ErrMalformed)
-			}
-			return q + 1, nil
+			return q + 1, checkString(b, start, q)
 		}
 		i = q + 1
 	}
 }
+
+// SWAR constants: a byte repeated in every byte of a word.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// longString is the length from which checkString finds backslashes with a
+// vectorised search and checks the bytes between them eight at a time.
+const longString = 32
+
+// checkString checks the inside of a string, b[i:end]: every escape is one
+// of JSON's, no byte is below 0x20, and the rest is valid UTF-8. Printable
+// ASCII is passed over eight bytes at a time; at the first byte of 0x80 or
+// over, utf8.Valid checks the rest of the string at once.
+func checkString(b []byte, i, end int) error {
+	utf8OK := false // b[i:end] is known to be valid UTF-8
+	for i < end {
+		if end-i >= longString {
+			stop := end
+			if k := bytes.IndexByte(b[i:end], '\\'); k >= 0 {
+				stop = i + k
+			}
+			high := uint64(highs) // stop at bytes of 0x80 and over
+			if utf8OK {
+				high = 0
+			}
+			i = printable(b, i, stop, high)
+		}
+		for i < end && b[i] >= 0x20 && b[i] != '\\' && (b[i] < 0x80 || utf8OK) {
+			i++
+		}
+		if i >= end {
+			return nil
+		}
+		switch c := b[i]; {
+		case c < 0x20:
+			return fmt.Errorf("%w: control character %#02x in a string at offset %d", ErrMalformed, c, i)
+		case c == '\\':
+			n, err := escapeLen(b[i:end])
+			if err != nil {
+				return fmt.Errorf("%w at offset %d", err, i)
+			}
+			i += n
+		default:
+			if !utf8.Valid(b[i:end]) {
+				return fmt.Errorf("%w in a string at offset %d", ErrInvalidUTF8, i+validPrefix(b[i:end]))
+			}
+			utf8OK = true
+		}
+	}
+	return nil
+}
+
+// validPrefix returns the length of the longest valid UTF-8 prefix of s.
+func validPrefix(s []byte) int {
+	n := 0
+	for n < len(s) {
+		r, size := utf8.DecodeRune(s[n:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		n += size
+	}
+	return n
+}
+
+// printable returns the offset of the first byte of b[i:stop] below 0x20
+// (or, with high set to highs, of 0x80 and over), or where the last whole
+// word of b[i:stop] ends. Per word x, a byte below 0x20 borrows in
+// x-0x20.. and so has its high bit set there and not in x; a byte of 0x80
+// and over has it in x. The lowest flagged byte is exact (a borrow only
+// disturbs the bytes above it).
+func printable(b []byte, i, stop int, high uint64) int {
+	const spaces = ones * 0x20
+	for i+32 <= stop {
+		w := b[i : i+32 : i+32]
+		x0 := binary.LittleEndian.Uint64(w[0:8])
+		x1 := binary.LittleEndian.Uint64(w[8:16])
+		x2 := binary.LittleEndian.Uint64(w[16:24])
+		x3 := binary.LittleEndian.Uint64(w[24:32])
+		var m uint64
+		if high != 0 { // x|(x-0x20..) is the same, in fewer instructions
+			m = x0 | (x0 - spaces) | x1 | (x1 - spaces) | x2 | (x2 - spaces) | x3 | (x3 - spaces)
+		} else {
+			m = (x0-spaces)&^x0 | (x1-spaces)&^x1 | (x2-spaces)&^x2 | (x3-spaces)&^x3
+		}
+		if m&highs != 0 {
+			break
+		}
+		i += 32
+	}
+	for i+8 <= stop {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := (x&high | (x-spaces)&^x) & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		i += 8
+	}
+	return i
+}
+
+// escapeLen returns the length of the escape sequence at the start of e.
+func escapeLen(e []byte) (int, error) {
+	if len(e) >= 2 {
+		switch e[1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			return 2, nil
+		case 'u':
+			if len(e) >= 6 && isHex(e[2]) && isHex(e[3]) && isHex(e[4]) && isHex(e[5]) {
+				return 6, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("%w: bad escape %q", ErrMalformed, e[:min(len(e), 6)])
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // skipValue returns the offset just past the JSON value starting at b[i].
 func skipValue(b []byte, i, depth int) (int, error) {
@@ -252,20 +378,71 @@ func skipValue(b []byte, i, depth int) (int, error) {
 			return 0, ErrTooDeep
 		}
 		return skipContainer(b, i, depth+1)
-	case c == '-' || (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n':
-		j := i + 1
-		for j < len(b) {
-			switch b[j] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r', ':', '"', '{', '[':
-				return j, nil
-			}
-			j++
-		}
-		return j, nil
+	case c == '-' || isDigit(c):
+		return skipNumber(b, i)
+	case c == 't':
+		return skipLiteral(b, i, "true")
+	case c == 'f':
+		return skipLiteral(b, i, "false")
+	case c == 'n':
+		return skipLiteral(b, i, "null")
 	default:
 		return 0, fmt.Errorf("%w: unexpected %q at offset %d", ErrMalformed, c, i)
 	}
 }
+
+// skipLiteral returns the offset just past lit at b[i]; what follows is
+// checked by the caller (a delimiter, or an error).
+func skipLiteral(b []byte, i int, lit string) (int, error) {
+	if !bytes.HasPrefix(b[i:], []byte(lit)) {
+		return 0, fmt.Errorf("%w: bad literal %q at offset %d (want %s)", ErrMalformed, b[i:min(len(b), i+len(lit))], i, lit)
+	}
+	return i + len(lit), nil
+}
+
+// skipNumber returns the offset just past the JSON number at b[i]:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func skipNumber(b []byte, i int) (int, error) {
+	start := i
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		if i++; i < len(b) && isDigit(b[i]) {
+			return 0, badNumber(start) // a leading zero
+		}
+	case i < len(b) && isDigit(b[i]):
+		i = skipDigits(b, i)
+	default:
+		return 0, badNumber(start)
+	}
+	if i < len(b) && b[i] == '.' {
+		if i++; i >= len(b) || !isDigit(b[i]) {
+			return 0, badNumber(start)
+		}
+		i = skipDigits(b, i)
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		if i++; i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || !isDigit(b[i]) {
+			return 0, badNumber(start)
+		}
+		i = skipDigits(b, i)
+	}
+	return i, nil
+}
+
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && isDigit(b[i]) {
+		i++
+	}
+	return i
+}
+
+func badNumber(at int) error { return fmt.Errorf("%w: bad number at offset %d", ErrMalformed, at) }
 
 // skipContainer skips an object or array, checking its punctuation.
 func skipContainer(b []byte, i, depth int) (int, error) {

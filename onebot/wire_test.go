@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func samples(t testing.TB) map[string][]byte {
@@ -129,14 +130,14 @@ func FuzzScan(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := Scan(b)
 		if err != nil {
-			if json.Valid(b) && bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) &&
+			if json.Valid(b) && utf8.Valid(b) && bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) &&
 				!errors.Is(err, ErrDuplicateKey) && !errors.Is(err, ErrAmbiguousKey) && !errors.Is(err, ErrTooDeep) {
 				t.Fatalf("valid JSON object refused: %v", err)
 			}
 			return
 		}
-		if !json.Valid(b) {
-			return // Scan is lenient inside values; nothing more to check
+		if !json.Valid(b) || !utf8.Valid(b) {
+			t.Fatalf("invalid JSON accepted: %q", b)
 		}
 		for _, s := range []Span{fr.Echo, fr.PostType, fr.Action, fr.Data, fr.SelfID} {
 			if s.Valid() && !json.Valid(b[s.Start:s.End]) {

@@ -73,7 +73,8 @@ type Upstream struct {
 	log       *slog.Logger
 	lastEvent prometheus.Gauge
 
-	learning atomic.Bool // the current connection has not told its self_id yet
+	learning  atomic.Bool    // the current connection has not told its self_id yet
+	badFrames health.DropLog // frames dropped as invalid, logged once per reason and connection
 
 	mu      sync.Mutex
 	conn    *wsconn.Conn
@@ -248,6 +249,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	}
 	u.conn, u.done = c, done
 	u.learning.Store(true)
+	u.badFrames.Reset()
 	u.update(func(s *State) { s.Online = true })
 	u.cfg.Account.Connected(true)
 	u.router.setSend(func(b []byte) error {
@@ -347,8 +349,9 @@ func (u *Upstream) handle(b []byte) onebot.Kind {
 		u.log.Warn("frame dropped: the upstream sent an API request", "action", string(onebot.Raw(b, f.Action)))
 		return onebot.KindInvalid
 	default:
-		u.stats.M.Dropped[health.DropInvalid].Inc()
-		u.log.Warn("frame dropped: not a OneBot frame", "error", err, "bytes", len(b))
+		d := health.InvalidDrop(err)
+		u.stats.M.Dropped[d].Inc()
+		u.badFrames.Log(u.log, d, "frame from the upstream dropped: not a valid OneBot frame", "error", err, "bytes", len(b))
 	}
 	return kind
 }
