@@ -68,7 +68,7 @@ func newPolicyHub(tb testing.TB, ps []*policy.Policy) (*Hub, func()) {
 		}
 	}
 	h := NewHub(Config{QueueSize: 1 << 16, QueueBytes: 1 << 62, Slow: SlowDropOldest, ReplaySize: 1024, ReplayBytes: 1 << 30,
-		ReplayMaxAge: time.Minute, Ingest: policy.NewIngest(some...)}, proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
+		ReplayMaxAge: time.Minute, Ingest: policy.NewIngest(some...)}, proxy.NewUpstreamState(), proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
 	var conns []*websocket.Conn
 	for i := range n {
 		ws, _, err := websocket.Dial(context.Background(), srv.URL, nil)
@@ -268,7 +268,7 @@ func TestQueueBytesBound(t *testing.T) {
 		mon := health.NewMonitor(health.NewMetrics(nil, "test"))
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1000, Slow: policy, ReplaySize: 1024, ReplayBytes: 1 << 20,
-			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
+			ReplayMaxAge: time.Minute}, proxy.NewUpstreamState(), proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
 		st := mon.Track(health.RoleTarget, "a")
 		c := h.attach(conn(st), st, 0, nil)
 		h.Event(make([]byte, 5000)) // alone over the bound
@@ -325,7 +325,7 @@ func TestReplayBytesBound(t *testing.T) {
 		mon := health.NewMonitor(health.NewMetrics(nil, "test"))
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		h := NewHub(Config{QueueSize: 1024, QueueBytes: 1 << 20, Slow: SlowDisconnect, ReplaySize: 1024, ReplayBytes: c.replayBytes,
-			ReplayMaxAge: time.Minute}, proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
+			ReplayMaxAge: time.Minute}, proxy.NewUpstreamState(), proxy.NewRouter(time.Second, proxy.Limits{Calls: 16}, log), mon, log)
 		st := mon.Track(health.RoleTarget, "a")
 		cur := h.attach(conn(st), st, 0, nil)
 		h.Event(make([]byte, 1000))

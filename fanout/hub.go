@@ -51,11 +51,18 @@ type Config struct {
 	Ingest *policy.Ingest
 }
 
+// StateSource is where the hub reads the upstream's state: the self_id it
+// greets peers with and the status their heartbeats report, with a channel
+// closed at its next change. A *proxy.UpstreamState is one.
+type StateSource interface {
+	State() (proxy.State, <-chan struct{})
+}
+
 // Hub fans the upstream's events out to every peer and routes their API
 // calls. It implements proxy.Sink.
 type Hub struct {
 	cfg    Config
-	up     *proxy.Upstream
+	up     StateSource
 	router *proxy.Router
 	mon    *health.Monitor
 	log    *slog.Logger
@@ -73,9 +80,10 @@ type Hub struct {
 	formatErrs  health.FailureLog // events a bot's message format could not be made of
 }
 
-// NewHub returns a Hub. Call SetUpstream before serving any peer.
-func NewHub(cfg Config, router *proxy.Router, mon *health.Monitor, log *slog.Logger) *Hub {
-	h := &Hub{cfg: cfg, router: router, mon: mon, log: log,
+// NewHub returns a Hub that reads the upstream's state from up and routes
+// its peers' calls through router.
+func NewHub(cfg Config, up StateSource, router *proxy.Router, mon *health.Monitor, log *slog.Logger) *Hub {
+	h := &Hub{cfg: cfg, up: up, router: router, mon: mon, log: log,
 		// One ring serves both: a connected peer's backlog (at most
 		// QueueSize/QueueBytes behind) and a reconnecting target's replay
 		// (at most ReplaySize/ReplayBytes), so it holds the larger of each.
@@ -84,9 +92,6 @@ func NewHub(cfg Config, router *proxy.Router, mon *health.Monitor, log *slog.Log
 	h.list.Store(new([]*cursor))
 	return h
 }
-
-// SetUpstream tells the hub where heartbeat status and self_id come from.
-func (h *Hub) SetUpstream(up *proxy.Upstream) { h.up = up }
 
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {

@@ -54,16 +54,6 @@ type UpstreamConfig struct {
 	Refusals *health.Refusals
 }
 
-// State is what obmux knows about the upstream right now.
-type State struct {
-	// Online is true while an upstream connection is up.
-	Online bool
-	// SelfID is the bot's QQ number, 0 until known.
-	SelfID int64
-	// Status is the upstream's own status from its last heartbeat.
-	Status onebot.Status
-}
-
 // Upstream owns the single connection to the OneBot implementation.
 type Upstream struct {
 	cfg       UpstreamConfig
@@ -76,23 +66,20 @@ type Upstream struct {
 	learning  atomic.Bool    // the current connection has not told its self_id yet
 	badFrames health.DropLog // frames dropped as invalid, logged once per reason and connection
 
+	state   *UpstreamState // written here only, under mu
 	mu      sync.Mutex
 	conn    *wsconn.Conn
 	done    chan struct{} // closed when conn's Run has returned
 	closed  bool
-	state   State
-	changed chan struct{}
 	serving sync.WaitGroup
 }
 
-// NewUpstream returns an Upstream that routes responses through router and
-// events to sink.
-func NewUpstream(cfg UpstreamConfig, router *Router, sink Sink, mon *health.Monitor, log *slog.Logger) *Upstream {
-	u := &Upstream{cfg: cfg, router: router, sink: sink, log: log.With("role", "upstream"),
-		stats: mon.Track(health.RoleUpstream, "upstream"), lastEvent: mon.Metrics().LastEvent(),
-		changed: make(chan struct{})}
-	u.state.SelfID = cfg.SelfID
-	u.state.Status = onebot.Status{Good: true}
+// NewUpstream returns an Upstream that keeps state (which it alone writes)
+// and routes responses through router and events to sink.
+func NewUpstream(cfg UpstreamConfig, state *UpstreamState, router *Router, sink Sink, mon *health.Monitor, log *slog.Logger) *Upstream {
+	u := &Upstream{cfg: cfg, state: state, router: router, sink: sink, log: log.With("role", "upstream"),
+		stats: mon.Track(health.RoleUpstream, "upstream"), lastEvent: mon.Metrics().LastEvent()}
+	state.update(func(s *State) { s.SelfID = cfg.SelfID })
 	if cfg.SelfID != 0 {
 		cfg.Account.SetSelfID(cfg.SelfID)
 	}
@@ -100,29 +87,12 @@ func NewUpstream(cfg UpstreamConfig, router *Router, sink Sink, mon *health.Moni
 }
 
 // State returns the upstream's state and a channel closed at its next change.
-func (u *Upstream) State() (State, <-chan struct{}) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	s := u.state
-	s.Status.Online = s.Online
-	s.Status.Good = s.Online && s.Status.Good
-	return s, u.changed
-}
+func (u *Upstream) State() (State, <-chan struct{}) { return u.state.State() }
 
 // Ready reports whether the upstream is connected and the self_id known.
 func (u *Upstream) Ready() bool {
 	s, _ := u.State()
 	return s.Online && s.SelfID != 0
-}
-
-// update changes the state under u.mu and wakes the watchers.
-func (u *Upstream) update(fn func(*State)) {
-	old := u.state
-	fn(&u.state)
-	if u.state.Online != old.Online || u.state.SelfID != old.SelfID || u.state.Status.Good != old.Status.Good {
-		close(u.changed)
-		u.changed = make(chan struct{})
-	}
 }
 
 // Run dials the upstream and redials it with backoff until ctx is done. In
@@ -207,8 +177,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "obmux is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if u.conn != nil && declared != 0 && u.state.SelfID != 0 && declared != u.state.SelfID {
-		cur := u.state.SelfID
+	if cur := u.state.selfID(); u.conn != nil && declared != 0 && cur != 0 && declared != cur {
 		u.mu.Unlock()
 		u.log.Warn("upstream connection refused: another account is connected", "self_id", declared, "connected_self_id", cur)
 		http.Error(w, fmt.Sprintf("obmux already serves self_id %d", cur), http.StatusConflict)
@@ -250,7 +219,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.conn, u.done = c, done
 	u.learning.Store(true)
 	u.badFrames.Reset()
-	u.update(func(s *State) { s.Online = true })
+	u.state.update(func(s *State) { s.Online = true })
 	u.cfg.Account.Connected(true)
 	u.router.setSend(func(b []byte) error {
 		if !c.Send(b, onebot.KindAPIRequest) {
@@ -273,7 +242,7 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	current := u.conn == c
 	if current {
 		u.conn = nil
-		u.update(func(s *State) { s.Online = false })
+		u.state.update(func(s *State) { s.Online = false })
 		u.cfg.Account.Connected(false)
 		// Under u.mu, so that a replacing connection's setSend comes after.
 		u.router.setSend(nil)
@@ -380,9 +349,7 @@ func (u *Upstream) heartbeat(b []byte, f onebot.Frame) {
 		return
 	}
 	st.Extra = extra
-	u.mu.Lock()
-	u.update(func(s *State) { s.Status = onebot.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
-	u.mu.Unlock()
+	u.state.update(func(s *State) { s.Status = onebot.Status{Online: st.Online, Good: st.Good && st.Online, Extra: extra} })
 	u.cfg.Account.Heartbeat(st.Online, st.Good)
 }
 
@@ -461,13 +428,13 @@ func (u *Upstream) learnSelfID(id int64, from string) {
 		return
 	}
 	u.mu.Lock()
-	cur := u.state.SelfID
+	cur := u.state.selfID()
 	switch {
 	case cur == id:
 	case u.cfg.SelfID != 0:
 		u.log.Warn("the upstream reports another self_id than OBMUX_SELF_ID; keeping OBMUX_SELF_ID", "self_id", id, "OBMUX_SELF_ID", u.cfg.SelfID)
 	default:
-		u.update(func(s *State) { s.SelfID = id })
+		u.state.update(func(s *State) { s.SelfID = id })
 		u.cfg.Account.SetSelfID(id)
 		if cur == 0 {
 			u.log.Info("self_id learned", "self_id", id, "from", from)

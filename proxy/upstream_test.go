@@ -57,7 +57,7 @@ func TestUpstreamDialServesAndRedials(t *testing.T) {
 	sink := &recordSink{events: make(chan []byte, 16), changed: make(chan int64, 4)}
 	u := NewUpstream(UpstreamConfig{URL: impl.URL, Token: "tok", UserAgent: "obmux/test",
 		Conn:    wsconn.Config{CloseTimeout: time.Second, ReadLimit: 1 << 20, QueueSize: 16},
-		Backoff: wsconn.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}}, router, sink, mon, log)
+		Backoff: wsconn.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}}, NewUpstreamState(), router, sink, mon, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan struct{})

@@ -136,10 +136,10 @@ func (c *Conn) SetGreeting(frame []byte) { c.greeting = frame }
 // SetSource makes the writer send src's events after queued frames.
 func (c *Conn) SetSource(src Source) { c.src = src }
 
-// SetHeartbeat makes the writer send make() every interval, ahead of queued
+// SetHeartbeat makes the writer send frame() every interval, ahead of queued
 // frames and events. A zero interval sends none.
-func (c *Conn) SetHeartbeat(interval time.Duration, make func() []byte) {
-	c.hbEvery, c.heartbeat = interval, make
+func (c *Conn) SetHeartbeat(interval time.Duration, frame func() []byte) {
+	c.hbEvery, c.heartbeat = interval, frame
 }
 
 // Done is closed when the connection is ending (Run's end is near).

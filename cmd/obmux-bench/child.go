@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/obmux/obmux/internal/sim"
 )
 
 // relayChild is one relay (obmux or the baseline) running as a child process.
@@ -40,19 +41,9 @@ type relaySpec struct {
 	env  []string // extra environment (before the scenario's)
 }
 
-// freePort returns an address on 127.0.0.1 that was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startRelay starts spec with the environment a user would set for it.
 func startRelay(spec relaySpec, upstreamURL string, targetURLs []string, extra []string, profile bool) (*relayChild, error) {
-	metrics, err := freePort()
+	metrics, err := sim.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +67,7 @@ func startRelay(spec relaySpec, upstreamURL string, targetURLs []string, extra [
 	env = append(env, extra...)
 	c := &relayChild{name: spec.name, metrics: metrics, exited: make(chan struct{})}
 	if profile {
-		if c.pprof, err = freePort(); err != nil {
+		if c.pprof, err = sim.FreeAddr(); err != nil {
 			return nil, err
 		}
 		env = append(env, pprofEnv+"="+c.pprof)

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 func main() {
@@ -336,18 +338,21 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 			jobs = append(jobs, job{run, r})
 		}
 	}
-	term := isTerminal(stderr)
+	onTerminal := false
+	if f, ok := stderr.(*os.File); ok {
+		onTerminal = term.IsTerminal(int(f.Fd()))
+	}
 	for i, j := range jobs {
 		head := fmt.Sprintf("[%2d/%d] %-8s %s", i+1, len(jobs), j.relay, j.sc.label())
 		show := func(line string) {
-			if o.progress && term {
+			if o.progress && onTerminal {
 				fmt.Fprintf(stderr, "\r\033[K%s  %s", head, line)
 			}
 		}
 		show("starting")
 		res := runScenario(ctx, specs[j.relay], j.sc, o.profile, show)
 		if o.progress {
-			if term {
+			if onTerminal {
 				fmt.Fprint(stderr, "\r\033[K")
 			}
 			fmt.Fprintf(stderr, "%s  %s\n", head, summary(res))
@@ -376,13 +381,4 @@ func summary(r result) string {
 		return fmt.Sprintf("p99 %.0f µs, lost %d", r.LatP99us, r.Lost)
 	}
 	return fmt.Sprintf("%s ev/s, lost %d", si(r.EventsPerSec), r.Lost)
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+	"golang.org/x/term"
 
 	"github.com/obmux/obmux/config"
 )
@@ -21,7 +22,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	terminal := false
 	if f, ok := w.(*os.File); ok {
-		terminal = isTerminal(f)
+		terminal = term.IsTerminal(int(f.Fd())) // tint does not look itself
 	}
 	format := cfg.LogFormat
 	if format == "auto" {
@@ -59,11 +60,4 @@ func replaceAttr(groups []string, a slog.Attr) slog.Attr {
 		return slog.String(a.Key, v.Duration().String())
 	}
 	return a
-}
-
-// isTerminal reports whether f is a character device (a terminal); tint does
-// not detect one itself.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

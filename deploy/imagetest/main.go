@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -68,16 +67,6 @@ func say(format string, args ...any) {
 	fmt.Printf("imagetest: "+format+"\n", args...)
 }
 
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 type target struct {
 	name, token string
 	srv         *sim.Server
@@ -85,17 +74,17 @@ type target struct {
 }
 
 func run(ctx context.Context, envFile, version string) error {
-	upPort, err := freePort()
+	upAddr, err := sim.FreeAddr()
 	if err != nil {
 		return err
 	}
-	metricsPort, err := freePort()
+	metricsAddr, err := sim.FreeAddr()
 	if err != nil {
 		return err
 	}
 	env := []string{
-		"OBMUX_UPSTREAM_LISTEN=127.0.0.1:" + strconv.Itoa(upPort),
-		"OBMUX_METRICS_LISTEN=127.0.0.1:" + strconv.Itoa(metricsPort),
+		"OBMUX_UPSTREAM_LISTEN=" + upAddr,
+		"OBMUX_METRICS_LISTEN=" + metricsAddr,
 		"OBMUX_UPSTREAM_TOKEN=" + upstreamToken,
 		"OBMUX_RECONNECT_MIN=100ms",
 		"OBMUX_RECONNECT_MAX=2s",
@@ -129,7 +118,7 @@ func run(ctx context.Context, envFile, version string) error {
 
 	// Dial obmux's upstream listener as NapCat's websocketClients entry does,
 	// until the container listens.
-	upURL := fmt.Sprintf("ws://127.0.0.1:%d/onebot/v11/ws", upPort)
+	upURL := "ws://" + upAddr + "/onebot/v11/ws"
 	h := http.Header{"X-Self-ID": {strconv.Itoa(selfID)}, "X-Client-Role": {"Universal"},
 		"Authorization": {"Bearer " + upstreamToken}, "User-Agent": {"imagetest (NapCat stand-in)"}}
 	var up *sim.Peer
@@ -235,7 +224,7 @@ func run(ctx context.Context, envFile, version string) error {
 		break
 	}
 
-	base := fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
+	base := "http://" + metricsAddr
 	if code, _, err := get(ctx, base+"/readyz"); err != nil || code != http.StatusOK {
 		return fmt.Errorf("/readyz: status %d, error %v; want 200", code, err)
 	}

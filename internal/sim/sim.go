@@ -150,6 +150,17 @@ type Server struct {
 	done  chan struct{}
 }
 
+// FreeAddr returns an address on 127.0.0.1 whose port was free a moment
+// ago, for a program that must be told where to listen before it starts.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
 // Listen starts a Server at addr ("127.0.0.1:0" for any port) serving path.
 func Listen(addr, path string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
