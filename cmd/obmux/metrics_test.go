@@ -229,7 +229,7 @@ func TestMetricsCountWhatTargetsReceived(t *testing.T) {
 		}
 	}
 	mtExpect(t, in, map[string]float64{"name=a,outcome=ok": 2, "name=a,outcome=failed": 2, "name=a,outcome=timeout": 0,
-		"name=a,outcome=upstream_down": 0}, "obmux_api_requests_total", "name=a")
+		"name=a,outcome=upstream_down": 0, "name=a,outcome=forbidden": 0}, "obmux_api_requests_total", "name=a")
 
 	// The upstream: what the implementation sent (lifecycle, events, the
 	// answers to obmux's get_login_info and a's calls) and received.
