@@ -460,148 +460,228 @@ func (c *Conn) write(timer *time.Timer, frame []byte, kind onebot.Kind) error {
 	return nil
 }
 
+// writeLoop is the writer goroutine: the greeting, then between any two
+// frames a due ping or heartbeat first, then a close or a queued frame, then
+// events; it waits when there is nothing to write.
 func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
-	var timer *time.Timer
+	w := c.newWriter()
+	defer w.release()
+	if c.greeting != nil {
+		if err := w.write(c.greeting, onebot.KindLifecycle); err != nil {
+			return writeFailed(err).result()
+		}
+	}
+	for {
+		if s := w.due(); s != nil {
+			return s.result()
+		}
+		if c.queued.Load() > 0 {
+			if s := w.writeQueued(); s != nil {
+				return s.result()
+			}
+			continue
+		}
+		wrote, s := w.writeEvent()
+		if s != nil {
+			return s.result()
+		}
+		if !wrote {
+			if s := w.wait(ctx); s != nil {
+				return s.result()
+			}
+		}
+	}
+}
+
+// stopped is why the writer stops: what writeLoop returns.
+type stopped struct {
+	reason health.Reason
+	err    error
+}
+
+func (s *stopped) result() (health.Reason, error) { return s.reason, s.err }
+
+// writeFailed stops the writer for a write that failed with err.
+func writeFailed(err error) *stopped {
+	return &stopped{health.ReasonWriteError, fmt.Errorf("write: %w", err)}
+}
+
+// writer is the writer goroutine's state: the write timeout's timer, the
+// keepalive and heartbeat tickers, the ping in flight, and the events pulled
+// from the source but not written yet.
+type writer struct {
+	c        *Conn
+	timer    *time.Timer // the write timeout; nil: none
+	pingTick <-chan time.Time
+	pingDone chan error
+	pinging  bool
+	hb       <-chan time.Time
+	batch    []Item // events pulled from the source
+	pos      int    // the next of batch to write
+	release  func() // stops the timers
+}
+
+// newWriter arms the connection's write timeout and its keepalive and
+// heartbeat tickers; release stops them.
+func (c *Conn) newWriter() *writer {
+	w := &writer{c: c, pingDone: make(chan error, 1), batch: make([]Item, 0, 64)}
+	var stops []func()
 	if c.cfg.WriteTimeout > 0 {
-		timer = time.AfterFunc(time.Hour, func() {
+		w.timer = time.AfterFunc(time.Hour, func() {
 			c.mu.Lock()
 			c.setCause(health.ReasonWriteError, fmt.Errorf("a write blocked longer than %s: %w", c.cfg.WriteTimeout, errWriteTimeout))
 			c.mu.Unlock()
 			c.ws.CloseNow()
 			c.closeRaw()
 		})
-		timer.Stop()
-		defer timer.Stop()
+		w.timer.Stop()
+		stops = append(stops, func() { w.timer.Stop() })
 	}
 	// Keepalive: a ping every PingInterval from a short-lived goroutine
 	// (the pong comes through the reader), its result back here, so that
 	// an idle connection holds two goroutines, not three.
-	var pingTick <-chan time.Time
 	if c.cfg.PingInterval > 0 {
 		t := time.NewTicker(c.cfg.PingInterval)
-		defer t.Stop()
-		pingTick = t.C
+		stops = append(stops, t.Stop)
+		w.pingTick = t.C
 	}
-	pingDone := make(chan error, 1)
-	pinging := false
-	startPing := func() {
-		if pinging {
-			return
-		}
-		pinging = true
-		c.pings.Go(func() {
-			rtt, err := ping(c.ws, c.cfg.PingTimeout)
-			if err == nil {
-				c.st.RTT(rtt)
-			}
-			pingDone <- err
-		})
-	}
-	// pinged judges a ping's result: ok is false when the connection ends.
-	pinged := func(err error) (health.Reason, error, bool) {
-		pinging = false
-		switch {
-		case err == nil:
-			return 0, nil, true
-		case errors.Is(err, ErrKeepaliveTimeout) && c.isHeld():
-			return 0, nil, true // the reader is paused: the pong waits unread
-		case errors.Is(err, ErrKeepaliveTimeout):
-			return health.ReasonKeepaliveTimeout, err, false
-		}
-		return health.ReasonWriteError, err, false
-	}
-	var hb <-chan time.Time
 	if c.hbEvery > 0 && c.heartbeat != nil {
 		t := time.NewTicker(c.hbEvery)
-		defer t.Stop()
-		hb = t.C
+		stops = append(stops, t.Stop)
+		w.hb = t.C
 	}
-	writeErr := func(err error) (health.Reason, error) { return health.ReasonWriteError, fmt.Errorf("write: %w", err) }
-	if c.greeting != nil {
-		if err := c.write(timer, c.greeting, onebot.KindLifecycle); err != nil {
-			return writeErr(err)
+	w.release = func() {
+		for _, stop := range stops {
+			stop()
 		}
 	}
-	heartbeat := func() error {
-		if err := c.write(timer, c.heartbeat(), onebot.KindHeartbeat); err != nil {
-			return err
+	return w
+}
+
+// write writes one frame with the write timeout armed.
+func (w *writer) write(frame []byte, kind onebot.Kind) error { return w.c.write(w.timer, frame, kind) }
+
+// due sends a due heartbeat or starts a due ping, or judges the ping that
+// came back, without waiting.
+func (w *writer) due() *stopped {
+	select {
+	case <-w.hb:
+		return w.sendHeartbeat()
+	case <-w.pingTick:
+		w.startPing()
+	case err := <-w.pingDone:
+		return w.pinged(err)
+	default:
+	}
+	return nil
+}
+
+// wait waits for a wake-up (a frame queued, events for the source, a close),
+// a due heartbeat or ping, a ping's result, or the end of ctx.
+func (w *writer) wait(ctx context.Context) *stopped {
+	select {
+	case <-ctx.Done():
+		return &stopped{health.ReasonShutdown, nil}
+	case <-w.hb:
+		return w.sendHeartbeat()
+	case <-w.pingTick:
+		w.startPing()
+	case err := <-w.pingDone:
+		return w.pinged(err)
+	case <-w.c.wake:
+	}
+	return nil
+}
+
+// sendHeartbeat writes one heartbeat.
+func (w *writer) sendHeartbeat() *stopped {
+	if err := w.write(w.c.heartbeat(), onebot.KindHeartbeat); err != nil {
+		return writeFailed(err)
+	}
+	w.c.st.M.Heartbeats.Inc()
+	return nil
+}
+
+// startPing sends a keepalive ping, unless one is in flight; its result
+// comes back on pingDone.
+func (w *writer) startPing() {
+	if w.pinging {
+		return
+	}
+	w.pinging = true
+	c := w.c
+	c.pings.Go(func() {
+		rtt, err := ping(c.ws, c.cfg.PingTimeout)
+		if err == nil {
+			c.st.RTT(rtt)
 		}
-		c.st.M.Heartbeats.Inc()
+		w.pingDone <- err
+	})
+}
+
+// pinged judges a ping's result: a late pong ends the connection, unless
+// the reader is paused (the pong then waits unread).
+func (w *writer) pinged(err error) *stopped {
+	w.pinging = false
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, ErrKeepaliveTimeout) && w.c.isHeld():
+		return nil
+	case errors.Is(err, ErrKeepaliveTimeout):
+		return &stopped{health.ReasonKeepaliveTimeout, err}
 	}
-	// batch holds events pulled from the source; pos is the next to write.
-	batch, pos := make([]Item, 0, 64), 0
-	for {
-		// Between any two frames: a due ping or heartbeat first, then a
-		// close or a queued frame, then events.
-		select {
-		case <-hb:
-			if err := heartbeat(); err != nil {
-				return writeErr(err)
-			}
-		case <-pingTick:
-			startPing()
-		case err := <-pingDone:
-			if reason, err, ok := pinged(err); !ok {
-				return reason, err
-			}
-		default:
+	return &stopped{health.ReasonWriteError, err}
+}
+
+// writeQueued writes the first queued frame, or carries out a requested
+// close, or stops when the reader has ended the connection.
+func (w *writer) writeQueued() *stopped {
+	c := w.c
+	c.mu.Lock()
+	if req := c.closeAt; req != nil {
+		final := c.final
+		c.mu.Unlock()
+		reason, err := c.closeGracefully(req, final)
+		return &stopped{reason, err}
+	}
+	if c.ended || len(c.queue) == 0 {
+		// The reader has ended the connection and dropped the queue.
+		s := &stopped{c.cause, c.err}
+		c.mu.Unlock()
+		return s
+	}
+	next := c.queue[0]
+	c.queue[0] = queued{}
+	c.queue = c.queue[1:]
+	c.qbytes -= int64(len(next.frame))
+	c.queued.Add(-1)
+	c.mu.Unlock()
+	if err := w.write(next.frame, next.kind); err != nil {
+		return writeFailed(err)
+	}
+	return nil
+}
+
+// writeEvent writes the next event pulled from the source, or pulls more
+// (written on the next turns); it reports whether there was anything.
+func (w *writer) writeEvent() (bool, *stopped) {
+	if w.pos < len(w.batch) {
+		it := w.batch[w.pos]
+		w.batch[w.pos] = Item{}
+		w.pos++
+		if err := w.write(it.Frame, onebot.KindEvent); err != nil {
+			return true, writeFailed(err)
 		}
-		if c.queued.Load() > 0 {
-			c.mu.Lock()
-			if req := c.closeAt; req != nil {
-				final := c.final
-				c.mu.Unlock()
-				return c.closeGracefully(req, final)
-			}
-			if c.ended || len(c.queue) == 0 {
-				// The reader has ended the connection and dropped the queue.
-				cause, err := c.cause, c.err
-				c.mu.Unlock()
-				return cause, err
-			}
-			next := c.queue[0]
-			c.queue[0] = queued{}
-			c.queue = c.queue[1:]
-			c.qbytes -= int64(len(next.frame))
-			c.queued.Add(-1)
-			c.mu.Unlock()
-			if err := c.write(timer, next.frame, next.kind); err != nil {
-				return writeErr(err)
-			}
-			continue
-		}
-		if pos < len(batch) {
-			it := batch[pos]
-			batch[pos] = Item{}
-			pos++
-			if err := c.write(timer, it.Frame, onebot.KindEvent); err != nil {
-				return writeErr(err)
-			}
-			c.src.Wrote(it.Seq)
-			continue
-		}
-		if c.src != nil {
-			if batch, pos = c.src.Pull(batch[:0]), 0; len(batch) > 0 {
-				continue
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return health.ReasonShutdown, nil
-		case <-hb:
-			if err := heartbeat(); err != nil {
-				return writeErr(err)
-			}
-		case <-pingTick:
-			startPing()
-		case err := <-pingDone:
-			if reason, err, ok := pinged(err); !ok {
-				return reason, err
-			}
-		case <-c.wake:
+		w.c.src.Wrote(it.Seq)
+		return true, nil
+	}
+	if w.c.src != nil {
+		if w.batch, w.pos = w.c.src.Pull(w.batch[:0]), 0; len(w.batch) > 0 {
+			return true, nil
 		}
 	}
+	return false, nil
 }
 
 func (c *Conn) closeGracefully(req *Disconnect, final []byte) (health.Reason, error) {
