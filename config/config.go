@@ -91,6 +91,9 @@ type Config struct {
 	NATSMaxAge      time.Duration `env:"NATS_MAX_AGE" envDefault:"24h"`
 	NATSMaxBytes    int64         `env:"NATS_MAX_BYTES" envDefault:"1073741824"`
 	NATSBufferBytes int64         `env:"NATS_BUFFER_BYTES" envDefault:"67108864"`
+	// NATSConsumer names an edge's durable consumer; empty: derived from
+	// the host name.
+	NATSConsumer string `env:"NATS_CONSUMER"`
 
 	// Targets come from OBMUX_TARGET_<NAME>_<SUFFIX> (URL, TOKEN and the
 	// rows of policy.Vars), sorted by name.
@@ -281,7 +284,9 @@ type badFunc func(name string, value any, why string)
 
 // validateAddresses checks the URLs and listen addresses.
 func validateAddresses(cfg *Config, bad badFunc) {
-	if cfg.UpstreamURL != "" {
+	if cfg.Edge() {
+		// validateNATS checks an edge's upstream.
+	} else if cfg.UpstreamURL != "" {
 		if p := checkWSURL(cfg.UpstreamURL); p != "" {
 			bad("UPSTREAM_URL", strconv.Quote(wsconn.RedactURL(cfg.UpstreamURL)), p)
 		}

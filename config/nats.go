@@ -8,14 +8,44 @@ import (
 	"github.com/obmux/obmux/wsconn"
 )
 
-// validateNATS checks the NATS variables when OBMUX_NATS_URL is set.
+// Edge reports whether obmux takes its events from NATS
+// (OBMUX_UPSTREAM_URL=nats://...) rather than from a OneBot implementation.
+func (c *Config) Edge() bool {
+	return strings.HasPrefix(c.UpstreamURL, "nats://") || strings.HasPrefix(c.UpstreamURL, "tls://")
+}
+
+// NATSServers is the NATS URL obmux connects to: OBMUX_UPSTREAM_URL on an
+// edge, OBMUX_NATS_URL on the account side ("" : none).
+func (c *Config) NATSServers() string {
+	if c.Edge() {
+		return c.UpstreamURL
+	}
+	return c.NATSURL
+}
+
+// validateNATS checks the NATS variables when obmux uses NATS: as the
+// account side (OBMUX_NATS_URL) or as an edge (OBMUX_UPSTREAM_URL=nats://).
 func validateNATS(cfg *Config, bad badFunc) {
-	if cfg.NATSURL == "" {
+	urlVar := "NATS_URL"
+	if cfg.Edge() {
+		urlVar = "UPSTREAM_URL"
+		if cfg.SelfID <= 0 {
+			bad("SELF_ID", cfg.SelfID, "is required with OBMUX_UPSTREAM_URL=nats://: the QQ number whose events this edge serves")
+		}
+		if cfg.NATSURL != "" {
+			bad("NATS_URL", strconv.Quote(wsconn.RedactURL(cfg.NATSURL)), "must be empty on an edge (OBMUX_UPSTREAM_URL=nats://): an edge consumes the stream, the account side publishes it")
+		}
+		if cfg.NATSConsumer != "" && strings.ContainsAny(cfg.NATSConsumer, " \t.*>/\\") {
+			bad("NATS_CONSUMER", strconv.Quote(cfg.NATSConsumer), "must be a consumer name without spaces, '.', '*', '>', '/' or '\\\\'")
+		}
+	}
+	servers := cfg.NATSServers()
+	if servers == "" {
 		return
 	}
-	for _, u := range strings.Split(cfg.NATSURL, ",") {
+	for _, u := range strings.Split(servers, ",") {
 		if p := checkURL(strings.TrimSpace(u), "must be nats:// or tls:// URLs, comma-separated for a cluster", "nats", "tls"); p != "" {
-			bad("NATS_URL", strconv.Quote(wsconn.RedactURL(strings.TrimSpace(u))), p)
+			bad(urlVar, strconv.Quote(wsconn.RedactURL(strings.TrimSpace(u))), p)
 		}
 	}
 	if cfg.NATSCreds != "" {

@@ -93,6 +93,27 @@ func NewHub(cfg Config, up StateSource, router *proxy.Router, mon *health.Monito
 	return h
 }
 
+// Next returns the sequence number the next event will get: right after
+// Event, the number after that event's.
+func (h *Hub) Next() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ring.next
+}
+
+// Delivered returns the sequence number before which every connected peer
+// has written (or was spared by its filters) every event, or Next when no
+// peer is connected: what a durable source of events may acknowledge.
+func (h *Hub) Delivered() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	low := h.ring.next
+	for c := range h.cursors {
+		low = min(low, c.written.Load())
+	}
+	return low
+}
+
 // Event broadcasts one upstream event to every peer that takes events.
 func (h *Hub) Event(b []byte) {
 	ev := h.cfg.Ingest.Event(b) // once, for every peer, outside the lock

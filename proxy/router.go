@@ -232,6 +232,11 @@ func (r *Router) setSend(send func([]byte) error) {
 	r.mu.Unlock()
 }
 
+// Attach installs send as the way to the upstream for a source of events
+// other than Upstream (the NATS edge, whose calls are NATS requests); nil
+// detaches it, and calls made meanwhile fail with 1502.
+func (r *Router) Attach(send func([]byte) error) { r.setSend(send) }
+
 // Pending returns how many calls wait for a response.
 func (r *Router) Pending() int {
 	r.mu.Lock()
@@ -302,6 +307,31 @@ func (r *Router) transmit(cl *call, frame []byte, send func([]byte) error) {
 		r.release(cl)
 		r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, err.Error(), health.OutcomeUpstreamDown)
 	}
+}
+
+// Undelivered answers the call that frame (as handed to the send function,
+// with obmux's echo) belongs to with 1502 and why: the way to the upstream
+// failed after send returned (on the NATS edge, a request nobody answered).
+// It reports false when no call waits for it.
+func (r *Router) Undelivered(frame []byte, why string) bool {
+	f, err := onebot.Scan(frame)
+	if err != nil {
+		return false
+	}
+	id, tag, ok := r.parseEcho(onebot.Raw(frame, f.Echo))
+	if !ok {
+		return false
+	}
+	r.mu.Lock()
+	cl := r.pending[id]
+	r.mu.Unlock()
+	if cl == nil || cl.tag != tag || r.take(id) == nil {
+		return false
+	}
+	cl.timer.Stop()
+	r.release(cl)
+	r.fail(cl.caller, cl.echo, onebot.RetcodeUpstreamDown, why, health.OutcomeUpstreamDown)
+	return true
 }
 
 // MaxRejectEcho is the longest echo a 1400 failure carries back: anyone who

@@ -216,6 +216,22 @@ func TestRouterAnswersFailuresItself(t *testing.T) {
 			t.Errorf("echoes %v, upstream_down %v, pending %d", got, c.outcome(health.OutcomeUpstreamDown), r.Pending())
 		}
 	})
+	t.Run("undelivered after send", func(t *testing.T) {
+		r, up := newRouter(time.Minute, Limits{Calls: 1})
+		c := caller("a")
+		requestRaw(t, r, c, `{"action":"x","echo":"n"}`)
+		sent, f := up.next(t)
+		if !r.Undelivered(sent, "nobody answers") {
+			t.Fatal("Undelivered found no call")
+		}
+		expectFailure(t, c.frame(t), onebot.RetcodeUpstreamDown, `"n"`)
+		if r.Undelivered(sent, "again") || answer(t, r, f, sent, "") {
+			t.Error("the call was answered twice")
+		}
+		if c.outcome(health.OutcomeUpstreamDown) != 1 || r.Pending() != 0 || r.InflightBytes() != 0 {
+			t.Errorf("upstream_down %v, pending %d, %d bytes", c.outcome(health.OutcomeUpstreamDown), r.Pending(), r.InflightBytes())
+		}
+	})
 	t.Run("timeout", func(t *testing.T) {
 		r, up := newRouter(20*time.Millisecond, Limits{Calls: 1})
 		c := caller("a")

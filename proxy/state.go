@@ -49,6 +49,10 @@ func (u *UpstreamState) selfID() int64 {
 	return u.state.SelfID
 }
 
+// Update changes the state with fn and wakes the watchers when it changed:
+// for a source of events other than Upstream (the NATS edge).
+func (u *UpstreamState) Update(fn func(*State)) { u.update(fn) }
+
 // update changes the state with fn and wakes the watchers when it changed.
 func (u *UpstreamState) update(fn func(*State)) {
 	u.mu.Lock()

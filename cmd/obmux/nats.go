@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/obmux/obmux/config"
+	"github.com/obmux/obmux/fanout"
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/natsbus"
 	"github.com/obmux/obmux/proxy"
@@ -105,4 +108,62 @@ type teeSink struct {
 func (t teeSink) Event(b []byte) {
 	t.Sink.Event(b)
 	t.pub.Event(b)
+}
+
+// close closes the NATS connections, once every goroutine that uses them
+// is gone.
+func (sc *sidecar) close() {
+	sc.bus.close()
+	if sc.edgeConn != nil {
+		sc.edgeConn()
+	}
+}
+
+// upstreamSide is where the events come from: the OneBot implementation
+// (proxy.Upstream) or, on an edge, the NATS stream (natsbus.Edge).
+type upstreamSide interface {
+	Run(ctx context.Context)
+	Close(ctx context.Context)
+	Ready() bool
+}
+
+// newEdge connects an edge (OBMUX_UPSTREAM_URL=nats://) to NATS; disconnect
+// closes the connection once nothing uses it.
+func newEdge(cfg config.Config, state *proxy.UpstreamState, router *proxy.Router, hub *fanout.Hub, acct *health.Account,
+	mon *health.Monitor, reg prometheus.Registerer, log *slog.Logger) (*natsbus.Edge, func(), error) {
+	log = log.With("component", "nats")
+	consumer := cfg.NATSConsumer
+	if consumer == "" {
+		consumer = defaultConsumer()
+	}
+	nc, err := natsbus.Connect(natsbus.ConnConfig{URL: cfg.UpstreamURL, Creds: cfg.NATSCreds, Token: cfg.NATSToken,
+		Name: "obmux edge " + consumer}, natsbus.NewMetrics(reg), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	edge, err := natsbus.NewEdge(nc, natsbus.EdgeConfig{Stream: cfg.NATSStream, Consumer: consumer, SelfID: cfg.SelfID,
+		APITimeout: cfg.APITimeout, MaxAckPending: 2*cfg.QueueSize + 1000, AckEvery: 100 * time.Millisecond,
+		Retry: time.Second, Account: acct}, state, router, hub, mon, log)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return edge, nc.Close, nil
+}
+
+// defaultConsumer derives an edge's durable consumer name from the host
+// name (a pod's or container's name): obmux-edge-<host>.
+func defaultConsumer() string {
+	host, _ := os.Hostname()
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+			return r
+		}
+		return '_'
+	}, host)
+	if name == "" {
+		name = "default"
+	}
+	return "obmux-edge-" + name
 }

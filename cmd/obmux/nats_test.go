@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/obmux/obmux/internal/natstest"
+	"github.com/obmux/obmux/internal/sim"
 )
 
 // natsStream reads the next n messages of the ONEBOT stream from seq on.
@@ -145,5 +148,80 @@ func TestNATSAccountSide(t *testing.T) {
 	last := natsStream(t, ns.URL(), uint64(len(msgs)+n+1), 1)[0]
 	if last.Subject() != "onebot.10001.status" || !bytes.Contains(last.Data(), []byte(`"online":false`)) {
 		t.Errorf("last message %s: %s, want the offline status", last.Subject(), last.Data())
+	}
+}
+
+// edgeEnv is the configuration of an edge serving testSelfID from ns.
+func edgeEnv(ns *natstest.Server, consumer string, targets ...*target) []string {
+	env := []string{"OBMUX_UPSTREAM_URL=" + ns.URL(), "OBMUX_SELF_ID=10001", "OBMUX_NATS_CONSUMER=" + consumer}
+	for i, tg := range targets {
+		env = append(env, fmt.Sprintf("OBMUX_TARGET_%c_URL=%s", 'A'+i, tg.URL))
+	}
+	return env
+}
+
+// Two edges, each with two targets, behind one account side: every target
+// gets every event in order; an edge target's API call goes over NATS to
+// the account side and back with its echo; with no account side it is
+// answered 1502 at once.
+func TestNATSEdges(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), 0)
+	up := newUpstream(t, "127.0.0.1:0")
+	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
+	up.connected()
+	eventually(t, "the account side publishes", func() bool { return acct.metric("obmux_nats_published_total") >= 1 })
+
+	var peers []*sim.Peer
+	var edges []*instance
+	for e := range 2 {
+		tgs := []*target{newTarget(t), newTarget(t)}
+		edge := start(t, edgeEnv(ns, fmt.Sprintf("edge%d", e), tgs...)...)
+		edges = append(edges, edge)
+		for _, tg := range tgs {
+			peers = append(peers, tg.accept())
+		}
+		eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+	}
+	const n = 100
+	sent := make([][]byte, n)
+	for i := range sent {
+		sent[i] = event(i)
+		up.send(sent[i])
+	}
+	for pi, p := range peers {
+		for i := range sent {
+			if got := nextEvent(t, p); !bytes.Equal(got, sent[i]) {
+				t.Fatalf("edge target %d, event %d: %s", pi, i, got)
+			}
+		}
+	}
+
+	call := func(p *sim.Peer, echo string) []byte {
+		t.Helper()
+		if err := p.Send(ctxT(t), []byte(`{"action":"get_login_info","params":{},"echo":`+echo+`}`)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			b := nextEvent(t, p)
+			if bytes.Contains(b, []byte(`"retcode"`)) {
+				return b
+			}
+		}
+	}
+	for pi, p := range peers {
+		echo := fmt.Sprintf(`{"edge_target":%d}`, pi)
+		got := call(p, echo)
+		if !bytes.Contains(got, []byte(`"status":"ok"`)) || !bytes.Contains(got, []byte(`"echo":`+echo)) {
+			t.Errorf("edge target %d: API answer %s", pi, got)
+		}
+	}
+
+	acct.stop()
+	got := call(peers[0], `"late"`)
+	if !bytes.Contains(got, []byte(`"retcode":1502`)) || !bytes.Contains(got, []byte(`"echo":"late"`)) {
+		t.Errorf("with no account side: %s, want 1502 with the echo", got)
+	}
+	if v := edges[0].metric("obmux_api_requests_total", "outcome=upstream_down"); v != 1 {
+		t.Errorf("edge's obmux_api_requests_total{outcome=upstream_down} = %v, want 1", v)
 	}
 }

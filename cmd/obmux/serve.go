@@ -41,7 +41,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, onStart sta
 	if err != nil {
 		return err
 	}
-	defer sc.bus.close()
+	defer sc.close()
 	// Listen on everything first, so that a taken port fails before anything
 	// connects anywhere.
 	ls, addrs, err := sc.listen()
@@ -82,7 +82,9 @@ type sidecar struct {
 	router   *proxy.Router
 	hub      *fanout.Hub
 	bus      *natsBus
-	up       *proxy.Upstream
+	up       upstreamSide    // the implementation's connection, or the NATS edge
+	wsUp     *proxy.Upstream // the implementation's (nil on an edge)
+	edgeConn func()          // closes an edge's NATS connection
 	queue    prometheus.Collector // obmux_queue_length
 	refused  prometheus.Counter   // obmux_forward_clients_refused_total
 	ua       string
@@ -135,8 +137,15 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	if sc.bus, err = newNATSBus(cfg, sc.router, sc.acct, mon, reg, log); err != nil {
 		return nil, err
 	}
-	sc.up = proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
-		UserAgent: sc.ua, Conn: upCfg, Backoff: backoff, Account: sc.acct, Refusals: sc.refusals}, state, sc.router, sc.bus.sink(sc.hub), mon, log)
+	if cfg.Edge() {
+		if sc.up, sc.edgeConn, err = newEdge(cfg, state, sc.router, sc.hub, sc.acct, mon, reg, log); err != nil {
+			return nil, err
+		}
+	} else {
+		sc.wsUp = proxy.NewUpstream(proxy.UpstreamConfig{URL: cfg.UpstreamURL, Token: cfg.UpstreamToken, SelfID: cfg.SelfID,
+			UserAgent: sc.ua, Conn: upCfg, Backoff: backoff, Account: sc.acct, Refusals: sc.refusals}, state, sc.router, sc.bus.sink(sc.hub), mon, log)
+		sc.up = sc.wsUp
+	}
 	sc.register(peerCfg.ReadBudget)
 	return sc, nil
 }
@@ -212,7 +221,7 @@ func (sc *sidecar) listen() (*listeners, listenAddrs, error) {
 	origin := wsconn.OriginPolicy{AllowedHosts: cfg.AllowedHosts}
 	if cfg.UpstreamURL == "" {
 		addrs.Upstream = other("UPSTREAM_LISTEN", cfg.UpstreamListen,
-			originGuard(origin, sc.refusals, health.ListenerUpstream, sc.log, upstreamMux(cfg, sc.up, sc.refusals, sc.log)), spareConns)
+			originGuard(origin, sc.refusals, health.ListenerUpstream, sc.log, upstreamMux(cfg, sc.wsUp, sc.refusals, sc.log)), spareConns)
 	}
 	if cfg.ForwardListen != "" {
 		fwd := sc.hub.NewServer(fanout.ServerConfig{Token: cfg.ForwardToken, APIHeartbeat: cfg.ForwardAPIHeartbeat, Policy: cfg.Forward,
