@@ -82,9 +82,9 @@ type sidecar struct {
 	router   *proxy.Router
 	hub      *fanout.Hub
 	bus      *natsBus
-	up       upstreamSide    // the implementation's connection, or the NATS edge
-	wsUp     *proxy.Upstream // the implementation's (nil on an edge)
-	edgeConn func()          // closes an edge's NATS connection
+	up       upstreamSide         // the implementation's connection, or the NATS edge
+	wsUp     *proxy.Upstream      // the implementation's (nil on an edge)
+	edgeConn func()               // closes an edge's NATS connection
 	queue    prometheus.Collector // obmux_queue_length
 	refused  prometheus.Counter   // obmux_forward_clients_refused_total
 	ua       string
