@@ -21,6 +21,10 @@ const (
 	RefusedWrongToken   Refusal = "wrong_token"   // HTTP 403
 	RefusedWrongPath    Refusal = "wrong_path"    // HTTP 404
 	RefusedOrigin       Refusal = "bad_origin"    // HTTP 403: a browser page from another origin, or DNS rebinding
+	// RefusedSelfID is an upstream connection (listen mode) whose
+	// X-Self-ID is missing or another account's while one is connected
+	// and its self_id known: HTTP 409.
+	RefusedSelfID Refusal = "wrong_self_id"
 )
 
 // The listeners whose refusals are counted: the "listener" label.
@@ -84,13 +88,14 @@ type refusalSeen struct {
 func NewRefusals(reg prometheus.Registerer) *Refusals {
 	r := &Refusals{now: time.Now, seen: map[refusalKey]*refusalSeen{}, paths: map[string]bool{},
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_auth_failures_total",
-			Help: "Connections refused before the upgrade: missing or wrong token, wrong path, bad Origin or Host, by listener."},
+			Help: "Connections refused before the upgrade: missing or wrong token, wrong path, bad Origin or Host, an upstream without the connected account's X-Self-ID, by listener."},
 			[]string{"listener", "reason"})}
 	for _, l := range []string{ListenerUpstream, ListenerForward} {
 		for _, reason := range []Refusal{RefusedMissingToken, RefusedWrongToken, RefusedWrongPath, RefusedOrigin} {
 			r.counter.WithLabelValues(l, string(reason))
 		}
 	}
+	r.counter.WithLabelValues(ListenerUpstream, string(RefusedSelfID))
 	if reg != nil {
 		reg.MustRegister(r.counter)
 	}

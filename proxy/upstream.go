@@ -146,9 +146,10 @@ func DialHint(err error, haveToken bool) string {
 }
 
 // ServeHTTP accepts the implementation's reverse-WS connection (listen mode).
-// It checks the token (401/403 before the upgrade) and X-Self-ID: a second
-// connection with the same self_id replaces the first, one with another
-// self_id is refused with 409 while the first is up.
+// It checks the token (401/403 before the upgrade) and X-Self-ID: once the
+// self_id is known, a second connection with the same X-Self-ID replaces
+// the first, one without X-Self-ID or with another is refused with 409
+// while the first is up (counted as wrong_self_id).
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code := onebot.Authorize(r, u.cfg.Token); code != 0 {
 		u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusalForStatus(code), r, "upstream connection refused",
@@ -177,10 +178,19 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "obmux is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if cur := u.state.selfID(); u.conn != nil && declared != 0 && cur != 0 && declared != cur {
+	// A connection replaces the current one only for the same account: one
+	// without X-Self-ID (anyone who can reach the port, when there is no
+	// token) or with another is refused while it is up.
+	if cur := u.state.selfID(); u.conn != nil && cur != 0 && declared != cur {
 		u.mu.Unlock()
-		u.log.Warn("upstream connection refused: another account is connected", "self_id", declared, "connected_self_id", cur)
-		http.Error(w, fmt.Sprintf("obmux already serves self_id %d", cur), http.StatusConflict)
+		msg, hint := "upstream connection refused: another account is connected", "one obmux serves one QQ account: run another obmux for this one"
+		if declared == 0 {
+			msg, hint = "upstream connection refused: no X-Self-ID while an account is connected", "a connection replaces the current one only with X-Self-ID: "+strconv.FormatInt(cur, 10)+
+				" (every OneBot implementation sends it); is something else connecting to OBMUX_UPSTREAM_LISTEN? Set OBMUX_UPSTREAM_TOKEN"
+		}
+		u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusedSelfID, r, msg,
+			"status", http.StatusConflict, "self_id", declared, "connected_self_id", cur, "hint", hint)
+		http.Error(w, fmt.Sprintf("obmux already serves self_id %d: a replacing connection must send X-Self-ID: %d", cur, cur), http.StatusConflict)
 		return
 	}
 	u.serving.Add(1)

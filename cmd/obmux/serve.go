@@ -237,7 +237,23 @@ func (sc *sidecar) listen() (*listeners, listenAddrs, error) {
 		}
 		return nil, addrs, errors.Join(busy...)
 	}
+	if addrs.Upstream != "" && cfg.UpstreamToken == "" && !loopback(addrs.Upstream) {
+		sc.log.Warn("the upstream listener is reachable from other hosts and has no token: anyone who can reach it can connect as the implementation",
+			"OBMUX_UPSTREAM_LISTEN", cfg.UpstreamListen, "addr", addrs.Upstream,
+			"hint", "set OBMUX_UPSTREAM_TOKEN (and the same token in the implementation), or listen on 127.0.0.1 when it runs on this host")
+	}
 	return &ls, addrs, nil
+}
+
+// loopback reports whether the listen address addr (host:port, as the
+// listener reports it) takes connections from this host only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // metricsHandler serves the status page (GET /) and its JSON (GET /status)
