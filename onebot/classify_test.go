@@ -64,6 +64,10 @@ func TestScanChecksLiteralsAndUTF8(t *testing.T) {
 func classifySeeds(f *testing.F) {
 	for _, b := range samples(f) {
 		f.Add(b)
+		var pretty bytes.Buffer // as /work/shared/samples has them: indented, a newline at the end
+		if json.Indent(&pretty, b, "", "  ") == nil {
+			f.Add(append(pretty.Bytes(), '\n'))
+		}
 	}
 	for _, s := range []string{
 		`{"action":"send_msg","params":{"message":"hi"},"ech\u006f":"obmux:2"}`,
