@@ -91,6 +91,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.leave()
 	ws, raw, err := wsconn.Accept(w, r)
 	if err != nil {
+		s.cfg.Refusals.Refuse(s.hub.log, health.ListenerForward, health.RefusedHandshake, r, "forward client refused: not a WebSocket handshake",
+			"error", err)
 		return
 	}
 	stats := s.hub.mon.Track(health.RoleClient, path)

@@ -24,8 +24,20 @@ const (
 	// RefusedSelfID is an upstream connection (listen mode) whose
 	// X-Self-ID is missing or another account's while one is connected
 	// and its self_id known: HTTP 409.
-	RefusedSelfID Refusal = "wrong_self_id"
+	RefusedSelfID    Refusal = "wrong_self_id"
+	RefusedHandshake Refusal = "bad_handshake" // not a WebSocket upgrade (a browser, a scanner, a plain GET)
+	// The upstream listener's own too: a split connection (X-Client-Role
+	// API or Event), an X-Self-ID that is not a QQ number (HTTP 400).
+	RefusedNotUniversal Refusal = "not_universal"
+	RefusedBadSelfID    Refusal = "bad_self_id"
 )
+
+// refusalsOf are the reasons each listener counts, all at 0 from the start.
+var refusalsOf = map[string][]Refusal{
+	ListenerUpstream: {RefusedMissingToken, RefusedWrongToken, RefusedWrongPath, RefusedOrigin, RefusedHandshake,
+		RefusedNotUniversal, RefusedBadSelfID, RefusedSelfID},
+	ListenerForward: {RefusedMissingToken, RefusedWrongToken, RefusedWrongPath, RefusedOrigin, RefusedHandshake},
+}
 
 // The listeners whose refusals are counted: the "listener" label.
 const (
@@ -88,14 +100,13 @@ type refusalSeen struct {
 func NewRefusals(reg prometheus.Registerer) *Refusals {
 	r := &Refusals{now: time.Now, seen: map[refusalKey]*refusalSeen{}, paths: map[string]bool{},
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_auth_failures_total",
-			Help: "Connections refused before the upgrade: missing or wrong token, wrong path, bad Origin or Host, an upstream without the connected account's X-Self-ID, by listener."},
+			Help: "Connections refused before the upgrade, by listener and reason: missing or wrong token, wrong path, bad Origin or Host, not a WebSocket handshake; the upstream's also for X-Client-Role, a bad X-Self-ID, or one without the connected account's X-Self-ID."},
 			[]string{"listener", "reason"})}
-	for _, l := range []string{ListenerUpstream, ListenerForward} {
-		for _, reason := range []Refusal{RefusedMissingToken, RefusedWrongToken, RefusedWrongPath, RefusedOrigin} {
+	for l, reasons := range refusalsOf {
+		for _, reason := range reasons {
 			r.counter.WithLabelValues(l, string(reason))
 		}
 	}
-	r.counter.WithLabelValues(ListenerUpstream, string(RefusedSelfID))
 	if reg != nil {
 		reg.MustRegister(r.counter)
 	}

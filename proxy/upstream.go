@@ -158,8 +158,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if role := r.Header.Get("X-Client-Role"); role != "" && !strings.EqualFold(role, "Universal") {
-		u.log.Warn("upstream connection refused: not a universal connection", "X-Client-Role", role, "remote", r.RemoteAddr,
-			"hint", "obmux needs events and API on one connection: configure the implementation's reverse WS as universal (go-cqhttp: use-universal: true)")
+		u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusedNotUniversal, r, "upstream connection refused: not a universal connection",
+			"X-Client-Role", short(role), "hint", "obmux needs events and API on one connection: configure the implementation's reverse WS as universal (go-cqhttp: use-universal: true)")
 		http.Error(w, "obmux needs a universal connection (X-Client-Role: Universal)", http.StatusBadRequest)
 		return
 	}
@@ -167,6 +167,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h := r.Header.Get("X-Self-ID"); h != "" {
 		id, err := strconv.ParseInt(h, 10, 64)
 		if err != nil || id <= 0 {
+			u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusedBadSelfID, r, "upstream connection refused: X-Self-ID is not a QQ number (HTTP 400)",
+				"X-Self-ID", short(h))
 			http.Error(w, "bad X-Self-ID", http.StatusBadRequest)
 			return
 		}
@@ -198,7 +200,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer u.serving.Done()
 	ws, raw, err := wsconn.Accept(w, r)
 	if err != nil {
-		u.log.Warn("upstream upgrade failed", "error", err, "remote", r.RemoteAddr)
+		u.cfg.Refusals.Refuse(u.log, health.ListenerUpstream, health.RefusedHandshake, r, "upstream connection refused: not a WebSocket handshake",
+			"error", err, "hint", "obmux's upstream listener takes only the implementation's reverse-WS connection")
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
@@ -489,4 +492,12 @@ func (l loginInfo) Deliver(b []byte) {
 		l.u.learnSelfID(id, "get_login_info")
 		l.u.cfg.Account.SetNickname(id, nickname)
 	}
+}
+
+// short bounds a header value a peer sent, for a log line.
+func short(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -125,8 +125,12 @@ func TestRefusalsLoggedOncePerAddressAndReason(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	get := func(addr, path string, want int) {
-		resp, err := http.Get("http://" + addr + path)
+	get := func(addr, path string, want int, header ...string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,6 +145,11 @@ func TestRefusalsLoggedOncePerAddressAndReason(t *testing.T) {
 			get(in.addrs.Upstream, p, http.StatusNotFound)
 		}
 		get(in.addrs.Forward, "/onebot/v11/ws", http.StatusNotFound)
+		// The right token, but no WebSocket handshake (a browser, a
+		// scanner), a split connection, an X-Self-ID that is no QQ number.
+		get(in.addrs.Upstream, "/onebot/v11/ws", http.StatusUpgradeRequired, "Authorization", "Bearer right")
+		get(in.addrs.Upstream, "/onebot/v11/ws", http.StatusBadRequest, "Authorization", "Bearer right", "X-Client-Role", "Event")
+		get(in.addrs.Upstream, "/onebot/v11/ws", http.StatusBadRequest, "Authorization", "Bearer right", "X-Self-ID", "bot")
 	}
 	if got := in.metric("obmux_auth_failures_total", "listener=forward", "reason=wrong_token"); got != n {
 		t.Errorf("forward wrong_token refusals counted: %v, want %d", got, n)
@@ -148,7 +157,8 @@ func TestRefusalsLoggedOncePerAddressAndReason(t *testing.T) {
 	for _, c := range []struct {
 		listener, reason string
 		want             float64
-	}{{"upstream", "missing_token", 10}, {"upstream", "wrong_path", 30}, {"forward", "wrong_path", 10}} {
+	}{{"upstream", "missing_token", 10}, {"upstream", "wrong_path", 30}, {"forward", "wrong_path", 10},
+		{"upstream", "bad_handshake", 10}, {"upstream", "not_universal", 10}, {"upstream", "bad_self_id", 10}} {
 		if got := in.metric("obmux_auth_failures_total", "listener="+c.listener, "reason="+c.reason); got != c.want {
 			t.Errorf("%s %s refusals counted: %v, want %v", c.listener, c.reason, got, c.want)
 		}
@@ -163,13 +173,20 @@ func TestRefusalsLoggedOncePerAddressAndReason(t *testing.T) {
 			warns["forward token"]++
 		case strings.Contains(line, `"msg":"upstream connection refused"`):
 			warns["upstream token"]++
+		case strings.Contains(line, `"msg":"upstream connection refused: not a WebSocket handshake"`):
+			warns["upstream handshake"]++
+		case strings.Contains(line, `"msg":"upstream connection refused: not a universal connection"`):
+			warns["upstream role"]++
+		case strings.Contains(line, `"msg":"upstream connection refused: X-Self-ID is not a QQ number (HTTP 400)"`):
+			warns["upstream self_id"]++
 		case strings.Contains(line, `"msg":"upstream connection on a wrong path (HTTP 404)"`):
 			warns["upstream path"]++
 		case strings.Contains(line, `"msg":"forward client on a wrong path (HTTP 404)"`):
 			warns["forward path"]++
 		}
 	}
-	want := map[string]int{"forward token": 1, "upstream token": 1, "upstream path": 3, "forward path": 1}
+	want := map[string]int{"forward token": 1, "upstream token": 1, "upstream path": 3, "forward path": 1,
+		"upstream handshake": 1, "upstream role": 1, "upstream self_id": 1}
 	for k, w := range want {
 		if warns[k] != w {
 			t.Errorf("%s refusals: %d warn lines, want %d", k, warns[k], w)
