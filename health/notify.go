@@ -41,6 +41,9 @@ type NotifyConfig struct {
 	QueueSize int
 	// Timeout bounds one POST (10s).
 	Timeout time.Duration
+	// Now is the clock that down times and the rate limit are measured on
+	// (nil: time.Now); tests set it to decide exactly how much time passed.
+	Now func() time.Time
 }
 
 // Notification is the JSON document POSTed to OBMUX_NOTIFY_URL. Title,
@@ -110,13 +113,16 @@ func NewNotifier(cfg NotifyConfig, mon *Monitor, acct *Account, reg prometheus.R
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Redact == nil {
 		cfg.Redact = func(string) string { return "(hidden)" }
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	n := &Notifier{cfg: cfg, mon: mon, acct: acct, queue: make(chan Notification, cfg.QueueSize),
 		client: &http.Client{Timeout: cfg.Timeout, Transport: transport}, subjects: map[string]*subject{},
-		start: time.Now()}
+		start: cfg.Now()}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_notifications_total",
 		Help: "Notifications to OBMUX_NOTIFY_URL: sent, failed (after every retry), dropped (queue full), suppressed (rate limit)."},
 		[]string{"result"})
@@ -153,7 +159,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-watch:
 		}
-		n.check(time.Now())
+		n.check(n.cfg.Now())
 	}
 }
 

@@ -114,10 +114,76 @@ func (f *notifyFixture) count(result string) float64 {
 		"dropped": testutil.ToFloat64(f.n.droppedC), "suppressed": testutil.ToFloat64(f.n.suppressedC)}[result]
 }
 
+// testClock is a NotifyConfig.Now that stands still until the test moves
+// it, so that how long something has been down, and how many tokens the
+// rate limit has, depend on the test alone, not on how busy the machine is.
+// The watcher reads it once at the start of every look at the subjects.
+type testClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	reads   int
+	waiters map[chan struct{}]int // closed once reads reaches the value
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Now(), waiters: map[chan struct{}]int{}}
+}
+
+// Now is the clock's reading.
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	for ch, n := range c.waiters {
+		if c.reads >= n {
+			close(ch)
+			delete(c.waiters, ch)
+		}
+	}
+	return c.now
+}
+
+// set moves the clock to t; it never goes back.
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.now) {
+		c.now = t
+	}
+}
+
+// add moves the clock d forward.
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// looked waits until the watcher has looked at everything as it is now: it
+// has started a look after this call (the read of the clock comes before it
+// reads any state) and finished it (the next read comes after).
+func (c *testClock) looked(t *testing.T) {
+	t.Helper()
+	ch := make(chan struct{})
+	c.mu.Lock()
+	c.waiters[ch] = c.reads + 2
+	c.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher did not look")
+	}
+}
+
+// quiet is how long a check that nothing is sent waits (after the watcher
+// has looked) for a POST already under way.
+const quiet = 100 * time.Millisecond
+
 func TestNotifyAccountAndTargets(t *testing.T) {
 	r := newReceiver(t)
 	const after = 150 * time.Millisecond
-	f := startNotifier(t, NotifyConfig{URL: r.URL + "/hook", After: after, UserAgent: "obmux/test"})
+	c := newTestClock()
+	f := startNotifier(t, NotifyConfig{URL: r.URL + "/hook", After: after, UserAgent: "obmux/test", Now: c.Now})
 	up := f.mon.Track(RoleUpstream, "upstream")
 	tg := f.mon.Track(RoleTarget, "nonebot")
 	f.mon.Track(RoleTarget, "koishi") // never dialed: waits for the upstream
@@ -125,7 +191,12 @@ func TestNotifyAccountAndTargets(t *testing.T) {
 	up.Up()
 	f.acct.Connected(true)
 	tg.Up()
-	r.none(t, 2*after) // everything fine, and koishi is not down, only waiting
+	// The clock reads After past everything so far (real time only moves
+	// on from here, so whatever goes down later is down for less than
+	// After until the clock is moved again).
+	c.set(time.Now().Add(after))
+	c.looked(t)
+	r.none(t, quiet) // everything fine, and koishi is not down, only waiting
 
 	f.acct.Event(false, "bot_offline: KickedOffLine: 已在另一台设备登录")
 	n := r.next(t)
@@ -141,20 +212,22 @@ func TestNotifyAccountAndTargets(t *testing.T) {
 
 	// Down for less than After: nothing; for longer: target_down, once.
 	tg.Down(ReasonClosedByPeer, errors.New("peer closed the connection: status = StatusGoingAway"))
-	time.Sleep(after / 3)
+	c.looked(t) // it has seen the target down, for less than After
 	tg.Up()
-	r.none(t, 2*after)
-	downAt := time.Now()
+	c.looked(t)
+	r.none(t, quiet)
 	tg.Down(ReasonKeepaliveTimeout, errors.New("dial ws://nonebot:8080/onebot/v11/ws?access_token=secret: refused"))
+	c.looked(t)
+	r.none(t, quiet) // not yet After
+	c.set(time.Now().Add(after))
 	n = r.next(t)
-	if took := time.Since(downAt); took < after {
-		t.Errorf("target_down after %v, before OBMUX_NOTIFY_AFTER=%v", took, after)
-	}
 	if n.Event != "target_down" || n.Name != "nonebot" || !strings.HasPrefix(n.Reason, "keepalive_timeout: dial") ||
 		strings.Contains(n.Reason, "secret") || strings.Contains(n.Message, "secret") {
 		t.Errorf("target down: %+v", n)
 	}
-	r.none(t, 2*after)
+	c.add(after)
+	c.looked(t)
+	r.none(t, quiet) // once
 	tg.Up()
 	if n := r.next(t); n.Event != "target_up" || n.Name != "nonebot" {
 		t.Errorf("target up: %+v", n)
@@ -164,6 +237,7 @@ func TestNotifyAccountAndTargets(t *testing.T) {
 	// meanwhile: no account notification), then upstream_up.
 	up.Down(ReasonClosedByPeer, nil)
 	f.acct.Connected(false)
+	c.set(time.Now().Add(after))
 	if n := r.next(t); n.Event != "upstream_down" || n.Name != "upstream" || n.Reason != "closed_by_peer" {
 		t.Errorf("upstream down: %+v", n)
 	}
@@ -172,7 +246,9 @@ func TestNotifyAccountAndTargets(t *testing.T) {
 	if n := r.next(t); n.Event != "upstream_up" {
 		t.Errorf("upstream up: %+v", n)
 	}
-	r.none(t, 2*after)
+	c.add(after)
+	c.looked(t)
+	r.none(t, quiet)
 	if got := f.count("sent"); got != 6 {
 		t.Errorf("sent = %v, want 6", got)
 	}
@@ -248,11 +324,12 @@ func TestNotifyRetries(t *testing.T) {
 func TestNotifyRateLimit(t *testing.T) {
 	r := newReceiver(t)
 	const refill = 400 * time.Millisecond
-	f := startNotifier(t, NotifyConfig{URL: r.URL, Burst: 2, Refill: refill})
+	c := newTestClock()
+	f := startNotifier(t, NotifyConfig{URL: r.URL, Burst: 2, Refill: refill, Now: c.Now})
 	f.acct.Connected(true)
 	flap := func(online bool) {
 		f.acct.Event(online, map[bool]string{true: "lifecycle enable", false: "lifecycle disable"}[online])
-		time.Sleep(20 * time.Millisecond) // a few ticks: each state is seen
+		c.looked(t) // each state is seen
 	}
 	flap(false)
 	flap(true)
@@ -267,15 +344,23 @@ func TestNotifyRateLimit(t *testing.T) {
 	if n := r.next(t); n.Event != "account_online" {
 		t.Errorf("second: %+v", n)
 	}
-	r.none(t, refill/4)
+	r.none(t, quiet)
+	// Every change to offline without a token was held back, once each.
+	if got := f.count("suppressed"); got != 6 {
+		t.Errorf("suppressed = %v, want 6", got)
+	}
+	// Not quite a token back yet.
+	c.add(refill - 10*time.Millisecond)
+	c.looked(t)
+	r.none(t, quiet)
 	// The rest coalesced into the latest state, sent when a token is back.
+	c.add(20 * time.Millisecond)
 	if n := r.next(t); n.Event != "account_offline" {
 		t.Errorf("after the refill: %+v", n)
 	}
-	r.none(t, refill*3/2)
-	if got := f.count("suppressed"); got < 1 {
-		t.Errorf("suppressed = %v", got)
-	}
+	c.add(refill * 3 / 2)
+	c.looked(t)
+	r.none(t, quiet)
 	if got := f.count("sent"); got != 3 {
 		t.Errorf("sent = %v, want 3", got)
 	}
@@ -293,18 +378,17 @@ func TestNotifyQueueOverflow(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(block)
-	f := startNotifier(t, NotifyConfig{URL: srv.URL, QueueSize: 2, Burst: 100, Timeout: 5 * time.Second})
+	c := newTestClock()
+	f := startNotifier(t, NotifyConfig{URL: srv.URL, QueueSize: 2, Burst: 100, Timeout: 5 * time.Second, Now: c.Now})
 	f.acct.Connected(true)
 	for i := range 10 {
 		f.acct.Event(i%2 == 1, "flap")
-		time.Sleep(15 * time.Millisecond)
+		c.looked(t) // each state is seen: 10 notifications
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.count("dropped") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing dropped with a queue of 2 and a hung receiver")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// One POST hangs, two wait in the queue: the other seven are dropped
+	// (at once: the watcher does not wait for the queue).
+	if got := f.count("dropped"); got < 7 {
+		t.Fatalf("%v dropped of 10 with a queue of 2 and a hung receiver, want at least 7", got)
 	}
 	f.stop() // returns although a POST hangs: ctx ends it
 }
