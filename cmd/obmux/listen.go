@@ -49,6 +49,12 @@ func listenersShutdown(cfg config.Config) time.Duration {
 	return min(time.Second, cfg.ShutdownTimeout/5)
 }
 
+// metricsShutdown is the same for the metrics listener, stopped last of
+// all: the peers are closed by then, a scrape being answered gets a moment.
+func metricsShutdown(cfg config.Config) time.Duration {
+	return min(200*time.Millisecond, listenersShutdown(cfg))
+}
+
 // stopServers stops servers at once: each stops accepting, closes its idle
 // connections and has d to finish the requests it is answering, then the
 // connections left are closed. Hijacked WebSockets are not touched (they

@@ -312,7 +312,7 @@ func (sc *sidecar) shutdown(ls *listeners, stopRun, stopBus context.CancelFunc) 
 	stopRun()
 	sc.bus.flush(shCtx)
 	stopBus()
-	stopServers(servers([]listener{ls.metrics}), listenersShutdown(cfg))
+	stopServers(servers([]listener{ls.metrics}), metricsShutdown(cfg))
 }
 
 // servers returns the HTTP servers of ls.
