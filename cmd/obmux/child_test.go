@@ -173,3 +173,14 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// kill ends the child with SIGKILL, as the OOM killer or a power cut would,
+// and waits until it is gone; the test's cleanup then has nothing to stop.
+func (c *childInstance) kill() {
+	c.once.Do(func() {
+		if err := syscall.Kill(c.pid, syscall.SIGKILL); err != nil {
+			c.t.Fatal(err)
+		}
+		<-c.done
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -224,4 +225,104 @@ func TestNATSEdges(t *testing.T) {
 	if v := edges[0].metric("obmux_api_requests_total", "outcome=upstream_down"); v != 1 {
 		t.Errorf("edge's obmux_api_requests_total{outcome=upstream_down} = %v, want 1", v)
 	}
+}
+
+// An edge killed with SIGKILL mid-stream and started again gives its target
+// every event published meanwhile, in order. At the kill the target is
+// paused with events queued for it in the edge (written to nobody yet):
+// they must come again, as must what JetStream had not been told was
+// written; what the target had is repeated at most (measured and logged).
+func TestNATSEdgeSIGKILL(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), 0)
+	up := newUpstream(t, "127.0.0.1:0")
+	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
+	up.connected()
+	tg := newTarget(t)
+	edge := startChild(t, edgeEnv(ns, "killed", tg)...)
+	p := tg.accept()
+	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+
+	// 64 KiB events: what a paused target leaves queued does not all fit
+	// in the sockets' buffers, and stays within OBMUX_QUEUE_BYTES.
+	text := strings.Repeat("x", 64<<10)
+	ev := func(n int) []byte { return sim.PrivateMessage(testSelfID, 20002, int64(n), text) }
+	const before, during = 200, 50
+	last := -1
+	read := func(b []byte) {
+		if bytes.Contains(b, []byte(`"post_type":"message"`)) {
+			if n := messageID(t, b); n != last+1 {
+				t.Fatalf("first run: event %d after %d", n, last)
+			}
+			last++
+		}
+	}
+	for i := range before {
+		up.send(ev(i))
+		if i == 20 {
+			for last < 10 {
+				read(nextEvent(t, p))
+			}
+			p.Pause()
+		}
+	}
+	eventually(t, "events queued in the edge for the paused target", func() bool {
+		return edge.metric("obmux_queue_length", "name=a") >= 50
+	})
+	// JetStream has been told what was written: the ack floor reaches the
+	// events the target's socket took (once, at least, after the pause).
+	eventually(t, "an acknowledgement after the pause", func() bool { return ackFloor(t, ns, "killed") > uint64(last+1) })
+	edge.kill()
+	p.Resume()
+	for { // what reached the target before the kill counts as received
+		b, err := p.Next(ctxT(t))
+		if err != nil {
+			break
+		}
+		read(b)
+	}
+	for i := before; i < before+during; i++ {
+		up.send(ev(i))
+	}
+	startChild(t, edgeEnv(ns, "killed", tg)...)
+	p = tg.accept()
+	first, n := -1, -1
+	for n < before+during-1 {
+		b := nextEvent(t, p)
+		if !bytes.Contains(b, []byte(`"post_type":"message"`)) {
+			continue
+		}
+		got := messageID(t, b)
+		switch {
+		case first < 0:
+			first = got
+			if first > last+1 {
+				t.Fatalf("after the restart the target got event %d first; it had %d: %d lost", first, last, first-last-1)
+			}
+		case got != n+1:
+			t.Fatalf("after the restart: event %d after %d", got, n)
+		}
+		n = got
+	}
+	t.Logf("SIGKILL after the target had event %d of %d (the rest queued in the edge): the restarted edge began at %d: %d repeated, none lost",
+		last, before, first, last+1-first)
+}
+
+// ackFloor is the stream sequence JetStream last heard consumer has.
+func ackFloor(t *testing.T, ns *natstest.Server, consumer string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	c, err := js.Consumer(ctxT(t), "ONEBOT", consumer)
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(ctxT(t))
+	if err != nil {
+		return 0
+	}
+	return info.AckFloor.Stream
 }
