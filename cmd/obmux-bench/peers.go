@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,72 +17,10 @@ import (
 	"github.com/obmux/obmux/internal/sim"
 )
 
-const readLimit = 64 << 20
-
-// wsServer is an HTTP server on 127.0.0.1 that upgrades every request and
-// hands the connection to serve on the handler goroutine.
-type wsServer struct {
-	url  string
-	srv  *http.Server
-	done chan struct{}
-
-	mu    sync.Mutex
-	conns map[*websocket.Conn]struct{}
-}
-
-func listenWS(serve func(r *http.Request, ws *websocket.Conn)) (*wsServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := &wsServer{url: "ws://" + ln.Addr().String(), done: make(chan struct{}), conns: map[*websocket.Conn]struct{}{}}
-	s.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-		if err != nil {
-			return
-		}
-		ws.SetReadLimit(readLimit)
-		s.mu.Lock()
-		if s.conns == nil {
-			s.mu.Unlock()
-			ws.CloseNow()
-			return
-		}
-		s.conns[ws] = struct{}{}
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			delete(s.conns, ws)
-			s.mu.Unlock()
-			ws.CloseNow()
-		}()
-		serve(r, ws)
-	})}
-	go func() {
-		defer close(s.done)
-		s.srv.Serve(ln)
-	}()
-	return s, nil
-}
-
-// close stops the server and cuts every connection (no close handshake:
-// coder/websocket's Close would wait for a peer that does not read).
-func (s *wsServer) close() {
-	s.srv.Close()
-	<-s.done
-	s.mu.Lock()
-	conns := s.conns
-	s.conns = nil
-	s.mu.Unlock()
-	for ws := range conns {
-		ws.CloseNow()
-	}
-}
-
 // upstream is the simulated OneBot implementation's forward-WS server: the
 // relay dials it, it answers API calls (get_login_info) and sends events.
 type upstream struct {
-	*wsServer
+	*sim.WSServer
 	conns chan *websocket.Conn
 	quit  chan struct{}
 }
@@ -91,7 +28,7 @@ type upstream struct {
 func newUpstream() (*upstream, error) {
 	u := &upstream{conns: make(chan *websocket.Conn, 4), quit: make(chan struct{})}
 	var err error
-	u.wsServer, err = listenWS(func(_ *http.Request, ws *websocket.Conn) {
+	u.WSServer, err = sim.ListenWS("127.0.0.1:0", nil, func(_ *http.Request, ws *websocket.Conn) {
 		select {
 		case u.conns <- ws:
 		default:
@@ -114,7 +51,7 @@ func newUpstream() (*upstream, error) {
 // targets is N simulated frameworks' reverse-WS servers on one listener,
 // target i on path /t/i.
 type targets struct {
-	*wsServer
+	*sim.WSServer
 	list []*target
 	// waiting is set by a sender waiting for the slowest target; targets
 	// then poke progress after each event.
@@ -147,7 +84,7 @@ func newTargets(n, size int, stuck int) (*targets, error) {
 		ts.list = append(ts.list, &target{size: size, stuck: i < stuck, greeted: make(chan struct{})})
 	}
 	var err error
-	ts.wsServer, err = listenWS(func(r *http.Request, ws *websocket.Conn) {
+	ts.WSServer, err = sim.ListenWS("127.0.0.1:0", nil, func(r *http.Request, ws *websocket.Conn) {
 		i, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/t/"))
 		if err != nil || i < 0 || i >= len(ts.list) {
 			return
@@ -159,11 +96,11 @@ func newTargets(n, size int, stuck int) (*targets, error) {
 
 func (ts *targets) close() {
 	close(ts.stop)
-	ts.wsServer.close()
+	ts.WSServer.Close()
 }
 
 // url returns target i's address.
-func (ts *targets) url(i int) string { return ts.wsServer.url + "/t/" + strconv.Itoa(i) }
+func (ts *targets) url(i int) string { return ts.URL + "/t/" + strconv.Itoa(i) }
 
 func (ts *targets) serve(t *target, ws *websocket.Conn) {
 	t.connects.Add(1)

@@ -100,24 +100,89 @@ type progressFunc func(line string)
 // runScenario runs sc through relay and measures it.
 func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir string, progress progressFunc) (res result) {
 	res = result{Relay: rel.name, Scenario: sc, Label: sc.label()}
-	fail := func(err error) result {
-		res.Error = err.Error()
-		return res
+	r := &run{ctx: ctx, rel: rel, sc: sc, profileDir: profileDir, progress: progress}
+	defer r.cleanUp()
+	err := r.start()
+	switch {
+	case err != nil:
+	case sc.Kind == "idle":
+		err = r.idle(&res)
+	default:
+		err = r.measure(&res)
 	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res
+}
+
+// run is one scenario's run through one relay: the simulated upstream and
+// targets, the relay's process, the upstream's sender, and what runs at the
+// end (cleanups, last first).
+type run struct {
+	ctx        context.Context
+	rel        relaySpec
+	sc         scenario
+	profileDir string // profiles go there ("": none)
+	progress   progressFunc
+	cleanups   []func()
+
+	up      *upstream
+	ts      *targets
+	healthy []*target // the targets that are not stuck
+	child   *relayChild
+	ws      *websocket.Conn // the relay's upstream connection
+
+	sent       atomic.Uint64
+	quit       chan struct{} // closed to stop the sender
+	senderDone chan error    // the sender's result (put back by whoever reads it)
+	begin      chan struct{} // closed to start the sender
+	begun      bool
+}
+
+// cleanUp runs the cleanups, last first.
+func (r *run) cleanUp() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+// start starts the simulated peers and the relay, and waits until the relay
+// is connected to all of them.
+func (r *run) start() error {
+	sc := r.sc
 	up, err := newUpstream()
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	defer up.close()
+	r.up = up
+	r.cleanups = append(r.cleanups, up.Close)
 	ts, err := newTargets(sc.Targets, sc.Size, sc.Stuck)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	defer ts.close()
+	r.ts, r.healthy = ts, ts.list[sc.Stuck:]
+	r.cleanups = append(r.cleanups, ts.close)
 	urls := make([]string, sc.Targets)
 	for i := range urls {
 		urls[i] = ts.url(i)
 	}
+	extra, err := r.relayEnv()
+	if err != nil {
+		return err
+	}
+	child, err := startRelay(r.rel, up.URL, urls, extra, r.profileDir != "")
+	if err != nil {
+		return err
+	}
+	r.child = child
+	r.cleanups = append(r.cleanups, child.stop)
+	return r.waitReady()
+}
+
+// relayEnv is the scenario's own environment for the relay.
+func (r *run) relayEnv() ([]string, error) {
+	sc := r.sc
 	var extra []string
 	if sc.Kind != "idle" {
 		// Heartbeats would only be skipped by the targets; keepalive
@@ -128,214 +193,273 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 		extra = append(extra, "OBMUX_SLOW_TARGET="+sc.Policy)
 	}
 	extra = append(extra, groupLists(sc)...)
-	fenv, err := formatEnv(sc, ts)
+	fenv, err := formatEnv(sc, r.ts)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	extra = append(extra, fenv...)
-	child, err := startRelay(rel, up.url, urls, extra, profileDir != "")
-	if err != nil {
-		return fail(err)
-	}
-	defer child.stop()
+	return append(extra, fenv...), nil
+}
 
-	// Ready: the upstream connection is in and every target connected (and
-	// greeted, for obmux: its cursor is attached before the greeting).
-	var ws *websocket.Conn
+// waitReady waits until the upstream connection is in and every target
+// connected (and greeted, for obmux: its cursor is attached before the
+// greeting).
+func (r *run) waitReady() error {
 	deadline := time.Now().Add(60 * time.Second)
-	for ws == nil || !ready(ts, rel.name == "obmux") {
-		if ws == nil {
+	for r.ws == nil || !ready(r.ts, r.rel.name == "obmux") {
+		if r.ws == nil {
 			select {
-			case ws = <-up.conns:
+			case r.ws = <-r.up.conns:
 			default:
 			}
 		}
-		if err := child.alive(); err != nil {
-			return fail(err)
+		if err := r.child.alive(); err != nil {
+			return err
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("%s not ready after 60s:\n%s", rel.name, child.logTail(10)))
+			return fmt.Errorf("%s not ready after 60s:\n%s", r.rel.name, r.child.logTail(10))
 		}
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return nil
+}
 
-	if sc.Kind == "idle" {
-		// Let the connections settle (greetings, first pings, GC).
+// idle lets the connections settle (greetings, first pings, GC) and samples
+// the relay's memory.
+func (r *run) idle(res *result) error {
+	select {
+	case <-time.After(r.sc.Duration):
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
+	s, err := r.child.sample()
+	if err != nil {
+		return err
+	}
+	res.RSS, res.PeakRSS = s.rss, s.hwm
+	return nil
+}
+
+// startSender starts the upstream's sender, held until begin is closed
+// (at once in time mode, after the first sample in count mode).
+func (r *run) startSender() error {
+	ev, err := newEvent(r.sc.Size)
+	if err != nil {
+		return err
+	}
+	r.quit = make(chan struct{})
+	r.senderDone = make(chan error, 1)
+	r.begin = make(chan struct{})
+	go func(quit <-chan struct{}) {
+		<-r.begin
+		r.senderDone <- send(r.ws, ev, r.sc, r.ts, &r.sent, quit)
+	}(r.quit)
+	r.begun = r.sc.Events == 0
+	if r.begun {
+		close(r.begin)
+	}
+	r.cleanups = append(r.cleanups, r.stopSender)
+	return nil
+}
+
+// stopSender stops the sender at the end of the run, cutting the
+// connection if its write is stuck.
+func (r *run) stopSender() {
+	close(r.quit)
+	if !r.begun {
+		close(r.begin)
+	}
+	select {
+	case <-r.senderDone:
+	case <-time.After(10 * time.Second):
+		r.ws.CloseNow()
+		<-r.senderDone
+	}
+}
+
+// delivered returns the events the healthy targets received, in all.
+func (r *run) delivered() uint64 {
+	var n uint64
+	for _, t := range r.healthy {
+		n += t.got.Load() - t.lost.Load()
+	}
+	return n
+}
+
+// wait lets the run go on for d (until the sender ends, in count mode),
+// reporting progress and failing when the relay dies.
+func (r *run) wait(d time.Duration) error {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if err := r.child.alive(); err != nil {
+			return err
+		}
 		select {
-		case <-time.After(sc.Duration):
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		}
-		s, err := child.sample()
-		if err != nil {
-			return fail(err)
-		}
-		res.RSS, res.PeakRSS = s.rss, s.hwm
-		return res
-	}
-
-	ev, err := newEvent(sc.Size)
-	if err != nil {
-		return fail(err)
-	}
-	var sent atomic.Uint64
-	quit := make(chan struct{})
-	senderDone := make(chan error, 1)
-	begin := make(chan struct{})
-	go func() {
-		<-begin
-		senderDone <- send(ws, ev, sc, ts, &sent, quit)
-	}()
-	begun := sc.Events == 0
-	if begun {
-		close(begin)
-	}
-
-	healthy := ts.list[sc.Stuck:]
-	delivered := func() uint64 {
-		var n uint64
-		for _, t := range healthy {
-			n += t.got.Load() - t.lost.Load()
-		}
-		return n
-	}
-	wait := func(d time.Duration) error {
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			if err := child.alive(); err != nil {
-				return err
+		case err := <-r.senderDone:
+			r.senderDone <- err
+			if err != nil {
+				return fmt.Errorf("upstream write: %w", err)
 			}
-			select {
-			case err := <-senderDone:
-				senderDone <- err
-				if err != nil {
-					return fmt.Errorf("upstream write: %w", err)
-				}
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(min(time.Until(end), 250*time.Millisecond)):
-			}
-			if progress != nil {
-				progress(fmt.Sprintf("%s: sent %d, %d frames delivered", rel.name, sent.Load(), delivered()))
-			}
+			return nil
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-time.After(min(time.Until(end), 250*time.Millisecond)):
 		}
-		return nil
+		if r.progress != nil {
+			r.progress(fmt.Sprintf("%s: sent %d, %d frames delivered", r.rel.name, r.sent.Load(), r.delivered()))
+		}
 	}
-	defer func() {
-		close(quit)
-		if !begun {
-			close(begin)
-		}
-		select {
-		case <-senderDone:
-		case <-time.After(10 * time.Second):
-			ws.CloseNow()
-			<-senderDone
-		}
-	}()
+	return nil
+}
 
-	if sc.Events == 0 {
-		if err := wait(sc.Warmup); err != nil {
-			return fail(err)
-		}
-	}
-	for _, t := range healthy {
-		t.latFrom.Store(sent.Load() + 1)
-	}
-	s0, err := child.sample()
+// mark is the relay's counters at one moment of a run.
+type mark struct {
+	proc      procSample
+	alloc     float64 // bytes allocated by the relay so far
+	delivered uint64
+}
+
+// mark samples the relay and the targets.
+func (r *run) mark() (mark, error) {
+	s, err := r.child.sample()
 	if err != nil {
-		return fail(err)
+		return mark{}, err
 	}
-	a0, err := child.allocBytes()
+	a, err := r.child.allocBytes()
 	if err != nil {
-		return fail(err)
+		return mark{}, err
 	}
-	f0 := delivered()
-	if !begun {
-		close(begin) // count mode measures from the first event
-		begun = true
-	}
-	profDone := make(chan error, 1)
-	if profileDir != "" && sc.Events == 0 {
-		name := fmt.Sprintf("%s-%s-%dt-%db", rel.name, sc.Kind, sc.Targets, sc.Size)
-		if sc.Kind == "filter" {
-			name += fmt.Sprintf("-%dg-r%d", sc.Groups, sc.Round) // one profile per run of the pairs
-		}
-		path := filepath.Join(profileDir, name)
-		go func() {
-			allocs := make(chan error, 1)
-			go func() { allocs <- child.profile("allocs", sc.Duration, path+".allocs.pprof") }()
-			err := child.profile("profile", sc.Duration, path+".cpu.pprof")
-			profDone <- errors.Join(err, <-allocs)
-		}()
-	} else {
-		profDone <- nil
+	return mark{s, a, r.delivered()}, nil
+}
+
+// measure runs a loaded scenario: warm-up, the measured window between two
+// marks (profiled if asked), then everything in flight delivered and
+// accounted into res.
+func (r *run) measure(res *result) error {
+	sc := r.sc
+	if err := r.startSender(); err != nil {
+		return err
 	}
 	if sc.Events == 0 {
-		if err := wait(sc.Duration / 2); err != nil {
-			return fail(err)
+		if err := r.wait(sc.Warmup); err != nil {
+			return err
 		}
-		if s, err := child.sample(); err == nil {
-			res.RSSMid = s.rss
-		}
-		if err := wait(sc.Duration - sc.Duration/2); err != nil {
-			return fail(err)
-		}
-	} else {
-		// Count mode: until everything is sent and delivered.
-		if err := wait(time.Hour); err != nil {
-			return fail(err)
-		}
-		drain(ts, healthy, sent.Load(), ctx)
 	}
-	s1, err := child.sample()
+	for _, t := range r.healthy {
+		t.latFrom.Store(r.sent.Load() + 1)
+	}
+	m0, err := r.mark()
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	a1, err := child.allocBytes()
+	if !r.begun {
+		close(r.begin) // count mode measures from the first event
+		r.begun = true
+	}
+	profDone := r.startProfile()
+	if err := r.window(res); err != nil {
+		return err
+	}
+	m1, err := r.mark()
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	f1 := delivered()
 	// A scrape of obmux's /metrics allocates too (about 5 KiB per target):
 	// one more scrape right away measures that, and it is subtracted.
-	a2, err := child.allocBytes()
+	a2, err := r.child.allocBytes()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if err := <-profDone; err != nil {
-		return fail(fmt.Errorf("profile: %w", err))
+		return fmt.Errorf("profile: %w", err)
 	}
-
-	// Stop sending, let everything in flight arrive, then account.
-	close(quit)
-	quit = make(chan struct{}) // for the deferred close
-	if err := <-senderDone; err != nil {
-		return fail(fmt.Errorf("upstream write: %w", err))
+	if err := r.finishSending(res); err != nil {
+		return err
 	}
-	senderDone <- nil
-	res.Sent = sent.Load()
-	drain(ts, healthy, res.Sent, ctx)
+	r.account(res, m0, m1, a2)
+	return nil
+}
 
+// startProfile takes the relay's CPU and allocation profiles over the
+// window, in time mode when profiles are asked for; the channel gets their
+// result.
+func (r *run) startProfile() <-chan error {
+	sc := r.sc
+	profDone := make(chan error, 1)
+	if r.profileDir == "" || sc.Events != 0 {
+		profDone <- nil
+		return profDone
+	}
+	name := fmt.Sprintf("%s-%s-%dt-%db", r.rel.name, sc.Kind, sc.Targets, sc.Size)
+	if sc.Kind == "filter" {
+		name += fmt.Sprintf("-%dg-r%d", sc.Groups, sc.Round) // one profile per run of the pairs
+	}
+	path := filepath.Join(r.profileDir, name)
+	go func() {
+		allocs := make(chan error, 1)
+		go func() { allocs <- r.child.profile("allocs", sc.Duration, path+".allocs.pprof") }()
+		err := r.child.profile("profile", sc.Duration, path+".cpu.pprof")
+		profDone <- errors.Join(err, <-allocs)
+	}()
+	return profDone
+}
+
+// window is the measured part of the run: sc.Duration (with a memory
+// sample half way), or in count mode until every event is sent and
+// delivered.
+func (r *run) window(res *result) error {
+	sc := r.sc
+	if sc.Events != 0 {
+		if err := r.wait(time.Hour); err != nil {
+			return err
+		}
+		drain(r.ts, r.healthy, r.sent.Load(), r.ctx)
+		return nil
+	}
+	if err := r.wait(sc.Duration / 2); err != nil {
+		return err
+	}
+	if s, err := r.child.sample(); err == nil {
+		res.RSSMid = s.rss
+	}
+	return r.wait(sc.Duration - sc.Duration/2)
+}
+
+// finishSending stops the sender and lets everything in flight arrive.
+func (r *run) finishSending(res *result) error {
+	close(r.quit)
+	r.quit = make(chan struct{}) // for stopSender
+	if err := <-r.senderDone; err != nil {
+		return fmt.Errorf("upstream write: %w", err)
+	}
+	r.senderDone <- nil
+	res.Sent = r.sent.Load()
+	drain(r.ts, r.healthy, res.Sent, r.ctx)
+	return nil
+}
+
+// account fills res from the marks around the window (a2: the allocation
+// count right after m1's, which a scrape costs) and from the targets.
+func (r *run) account(res *result, m0, m1 mark, a2 float64) {
+	s0, s1 := m0.proc, m1.proc
+	healthy := float64(len(r.healthy))
 	secs := s1.at.Sub(s0.at).Seconds()
-	frames := float64(f1 - f0)
+	frames := float64(m1.delivered - m0.delivered)
 	res.Seconds = secs
 	res.FramesPerSec = frames / secs
-	res.EventsPerSec = res.FramesPerSec / float64(len(healthy))
+	res.EventsPerSec = res.FramesPerSec / healthy
 	cpu := float64(s1.cpuTicks-s0.cpuTicks) / clkTck
 	res.CPUPercent = 100 * cpu / secs
 	if frames > 0 {
 		res.CPUPerMFrames = cpu / (frames / 1e6)
-		res.AllocPerEvent = max(a1-a0-(a2-a1), 0) / (frames / float64(len(healthy)))
-		res.FaultsPerEvent = float64(s1.minflt-s0.minflt) / (frames / float64(len(healthy)))
+		res.AllocPerEvent = max(m1.alloc-m0.alloc-(a2-m1.alloc), 0) / (frames / healthy)
+		res.FaultsPerEvent = float64(s1.minflt-s0.minflt) / (frames / healthy)
 	}
 	res.RSS, res.PeakRSS = s1.rss, s1.hwm
 	var lat []int64
-	for _, t := range healthy {
+	for _, t := range r.healthy {
 		missing := res.Sent - min(res.Sent, t.got.Load()) + t.lost.Load()
 		res.Lost += missing
 		res.Disorder += t.disorder.Load()
@@ -344,16 +468,15 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 		lat = append(lat, t.latencies...)
 		t.latMu.Unlock()
 	}
-	for _, t := range ts.list[:sc.Stuck] {
+	for _, t := range r.ts.list[:r.sc.Stuck] {
 		res.StuckConns += t.connects.Load()
 	}
-	res.SlowLogs = child.countLog("slow consumer")
-	if sc.Rate > 0 && len(lat) > 0 {
+	res.SlowLogs = r.child.countLog("slow consumer")
+	if r.sc.Rate > 0 && len(lat) > 0 {
 		slices.Sort(lat)
 		q := func(p float64) float64 { return float64(lat[min(int(p*float64(len(lat))), len(lat)-1)]) / 1e3 }
 		res.LatP50us, res.LatP99us, res.LatMaxus, res.LatSamples = q(0.50), q(0.99), float64(lat[len(lat)-1])/1e3, len(lat)
 	}
-	return res
 }
 
 func ready(ts *targets, greeted bool) bool {

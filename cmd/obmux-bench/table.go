@@ -11,15 +11,26 @@ import (
 // side.
 func printTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "obmux-bench  %s  %s  %d CPUs  %s\n", rep.Command, rep.GoVer, rep.CPUs, rep.Started)
-	find := func(relay string, match func(s scenario) bool) *result {
-		for i := range rep.Results {
-			r := &rep.Results[i]
-			if r.Relay == relay && match(r.Scenario) {
-				return r
-			}
-		}
-		return nil
-	}
+	t := newTable(w, rep)
+	t.throughput()
+	t.latency()
+	t.idle()
+	printFilter(t.tw, rep, t.section)
+	printFormat(t.tw, rep, t.section)
+	t.stuck()
+	t.tw.Flush()
+	t.failures()
+}
+
+// table prints a report's sections: rows are its scenarios, each once.
+type table struct {
+	w    io.Writer
+	tw   *tabwriter.Writer
+	rep  *report
+	rows []scenario
+}
+
+func newTable(w io.Writer, rep *report) *table {
 	seen := map[string]bool{}
 	var rows []scenario
 	for _, r := range rep.Results {
@@ -29,135 +40,164 @@ func printTable(w io.Writer, rep *report) {
 			rows = append(rows, r.Scenario)
 		}
 	}
-	same := func(a scenario) func(s scenario) bool {
-		return func(s scenario) bool {
-			return s.Kind == a.Kind && s.Targets == a.Targets && s.Size == a.Size && s.Rate == a.Rate
+	return &table{w: w, tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight), rep: rep, rows: rows}
+}
+
+// find returns relay's result of a scenario like s (nil: none).
+func (t *table) find(relay string, s scenario) *result {
+	for i := range t.rep.Results {
+		r := &t.rep.Results[i]
+		if r.Relay == relay && same(s, r.Scenario) {
+			return r
 		}
 	}
+	return nil
+}
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	section := func(title, header string) {
-		tw.Flush()
-		fmt.Fprintf(w, "\n%s\n", title)
-		fmt.Fprintln(tw, header)
-	}
+// same reports whether b is the scenario a, whatever its policy and round.
+func same(a, b scenario) bool {
+	return b.Kind == a.Kind && b.Targets == a.Targets && b.Size == a.Size && b.Rate == a.Rate
+}
 
-	section("Saturating throughput (events/s delivered to each target; the upstream keeps at most W events beyond the slowest target)",
+// section starts a section with title and the columns' header.
+func (t *table) section(title, header string) {
+	t.tw.Flush()
+	fmt.Fprintf(t.w, "\n%s\n", title)
+	fmt.Fprintln(t.tw, header)
+}
+
+// throughput prints the saturating runs, a row per scenario.
+func (t *table) throughput() {
+	t.section("Saturating throughput (events/s delivered to each target; the upstream keeps at most W events beyond the slowest target)",
 		"targets\tsize\tW\tobmux ev/s\tbaseline ev/s\tratio\tobmux CPU s/1e6 frames\tbaseline\tobmux peak RSS\tbaseline\tobmux alloc B/event\tbaseline\t")
-	for _, s := range rows {
+	for _, s := range t.rows {
 		if s.Kind != "throughput" {
 			continue
 		}
-		o, b := find("obmux", same(s)), find("baseline", same(s))
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Targets, sizeName(s.Size), s.Window,
+		o, b := t.find("obmux", s), t.find("baseline", s)
+		fmt.Fprintf(t.tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Targets, sizeName(s.Size), s.Window,
 			col(o, evs), col(b, evs), ratio(o, b, func(r *result) float64 { return r.EventsPerSec }),
 			col(o, cpu), col(b, cpu), col(o, peak), col(b, peak), col(o, alloc), col(b, alloc))
 	}
+}
 
-	for _, s := range rows {
+// latency prints a section per fixed-rate scenario, with the ratios.
+func (t *table) latency() {
+	for _, s := range t.rows {
 		if s.Kind != "latency" {
 			continue
 		}
-		section(fmt.Sprintf("Latency at a fixed %s events/s, %d targets, %s events (upstream send to target read, end to end)", si(s.Rate), s.Targets, sizeName(s.Size)),
+		t.section(fmt.Sprintf("Latency at a fixed %s events/s, %d targets, %s events (upstream send to target read, end to end)", si(s.Rate), s.Targets, sizeName(s.Size)),
 			"relay\tev/s\tp50 µs\tp99 µs\tmax µs\tsamples\tCPU %\tCPU s/1e6 frames\tpeak RSS\talloc B/event\t")
 		for _, relay := range []string{"obmux", "baseline"} {
-			if r := find(relay, same(s)); r != nil {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", relay, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
+			if r := t.find(relay, s); r != nil {
+				fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", relay, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
 					col(r, func(r *result) string { return fmt.Sprint(r.LatSamples) }), col(r, cpuPct), col(r, cpu), col(r, peak), col(r, alloc))
 			}
 		}
-		o, b := find("obmux", same(s)), find("baseline", same(s))
+		o, b := t.find("obmux", s), t.find("baseline", s)
 		if o != nil && b != nil {
-			fmt.Fprintf(tw, "obmux/baseline\t\t%s\t%s\t%s\t\t\t%s\t%s\t\t\n",
+			fmt.Fprintf(t.tw, "obmux/baseline\t\t%s\t%s\t%s\t\t\t%s\t%s\t\t\n",
 				ratio(o, b, func(r *result) float64 { return r.LatP50us }), ratio(o, b, func(r *result) float64 { return r.LatP99us }),
 				ratio(o, b, func(r *result) float64 { return r.LatMaxus }), ratio(o, b, func(r *result) float64 { return r.CPUPerMFrames }),
 				ratio(o, b, func(r *result) float64 { return float64(r.PeakRSS) }))
 		}
 	}
+}
 
+// idle prints the idle runs: a column per number of targets, a row per
+// relay, and the RSS per extra target.
+func (t *table) idle() {
 	var idle []scenario
-	for _, s := range rows {
+	for _, s := range t.rows {
 		if s.Kind == "idle" {
 			idle = append(idle, s)
 		}
 	}
-	if len(idle) > 0 {
-		hdr := "relay\t"
-		for _, s := range idle {
-			hdr += fmt.Sprintf("RSS %d targets\t", s.Targets)
-		}
-		if len(idle) > 1 {
-			hdr += "per extra target\t"
-		}
-		section("Idle targets (RSS after all are connected and settled; default heartbeat 5s and ping 20s)", hdr)
-		for _, relay := range []string{"obmux", "baseline"} {
-			line, ok := relay+"\t", false
-			var first, last *result
-			for _, s := range idle {
-				r := find(relay, same(s))
-				line += col(r, func(r *result) string { return mib(r.RSS) }) + "\t"
-				if r != nil && r.Error == "" {
-					ok = true
-					if first == nil {
-						first = r
-					}
-					last = r
-				}
-			}
-			if len(idle) > 1 {
-				if first != nil && last != first {
-					per := float64(last.RSS-first.RSS) / float64(last.Scenario.Targets-first.Scenario.Targets)
-					line += fmt.Sprintf("%.1f KiB\t", per/1024)
-				} else {
-					line += "-\t"
-				}
-			}
-			if ok {
-				fmt.Fprintln(tw, line)
-			}
+	if len(idle) == 0 {
+		return
+	}
+	hdr := "relay\t"
+	for _, s := range idle {
+		hdr += fmt.Sprintf("RSS %d targets\t", s.Targets)
+	}
+	if len(idle) > 1 {
+		hdr += "per extra target\t"
+	}
+	t.section("Idle targets (RSS after all are connected and settled; default heartbeat 5s and ping 20s)", hdr)
+	for _, relay := range []string{"obmux", "baseline"} {
+		if line, ok := t.idleRow(relay, idle); ok {
+			fmt.Fprintln(t.tw, line)
 		}
 	}
+}
 
-	printFilter(tw, rep, section)
-	printFormat(tw, rep, section)
+// idleRow is relay's row of the idle section; ok is false when it has no
+// result.
+func (t *table) idleRow(relay string, idle []scenario) (line string, ok bool) {
+	line = relay + "\t"
+	var first, last *result
+	for _, s := range idle {
+		r := t.find(relay, s)
+		line += col(r, func(r *result) string { return mib(r.RSS) }) + "\t"
+		if r != nil && r.Error == "" {
+			ok = true
+			if first == nil {
+				first = r
+			}
+			last = r
+		}
+	}
+	if len(idle) > 1 {
+		if first != nil && last != first {
+			per := float64(last.RSS-first.RSS) / float64(last.Scenario.Targets-first.Scenario.Targets)
+			line += fmt.Sprintf("%.1f KiB\t", per/1024)
+		} else {
+			line += "-\t"
+		}
+	}
+	return line, ok
+}
 
-	stuckDone := false
-	for _, s := range rows {
-		if s.Kind != "stuck" || stuckDone {
+// stuck prints the first stuck-target scenario, a row per relay and policy.
+func (t *table) stuck() {
+	i := slices.IndexFunc(t.rows, func(s scenario) bool { return s.Kind == "stuck" })
+	if i < 0 {
+		return
+	}
+	s := t.rows[i]
+	t.section(fmt.Sprintf("One of %d targets stops reading, %s events/s of %s (figures for the other %d targets)", s.Targets, si(s.Rate), sizeName(s.Size), s.Targets-s.Stuck),
+		"relay\tpolicy\tev/s\tp50 µs\tp99 µs\tmax µs\tpeak RSS\tRSS mid-run\tRSS end\tstuck target connections\tslow-consumer logs\tlost\t")
+	for i := range t.rep.Results {
+		r := &t.rep.Results[i]
+		if r.Scenario.Kind != "stuck" || !same(s, r.Scenario) {
 			continue
 		}
-		stuckDone = true
-		section(fmt.Sprintf("One of %d targets stops reading, %s events/s of %s (figures for the other %d targets)", s.Targets, si(s.Rate), sizeName(s.Size), s.Targets-s.Stuck),
-			"relay\tpolicy\tev/s\tp50 µs\tp99 µs\tmax µs\tpeak RSS\tRSS mid-run\tRSS end\tstuck target connections\tslow-consumer logs\tlost\t")
-		for i := range rep.Results {
-			r := &rep.Results[i]
-			if r.Scenario.Kind != "stuck" || !same(s)(r.Scenario) {
-				continue
-			}
-			pol := r.Scenario.Policy
-			if r.Relay == "baseline" {
-				pol = "disconnect at 1024"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Relay, pol, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
-				col(r, peak), col(r, func(r *result) string { return mib(r.RSSMid) }), col(r, func(r *result) string { return mib(r.RSS) }),
-				col(r, func(r *result) string { return fmt.Sprint(r.StuckConns) }), col(r, func(r *result) string { return fmt.Sprint(r.SlowLogs) }),
-				col(r, func(r *result) string { return fmt.Sprint(r.Lost) }))
+		pol := r.Scenario.Policy
+		if r.Relay == "baseline" {
+			pol = "disconnect at 1024"
 		}
+		fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Relay, pol, col(r, evs), col(r, p50), col(r, p99), col(r, pmax),
+			col(r, peak), col(r, func(r *result) string { return mib(r.RSSMid) }), col(r, func(r *result) string { return mib(r.RSS) }),
+			col(r, func(r *result) string { return fmt.Sprint(r.StuckConns) }), col(r, func(r *result) string { return fmt.Sprint(r.SlowLogs) }),
+			col(r, func(r *result) string { return fmt.Sprint(r.Lost) }))
 	}
-	tw.Flush()
+}
 
+// failures lists every failed run, or says there was none.
+func (t *table) failures() {
 	bad := false
-	for _, r := range rep.Results {
+	for _, r := range t.rep.Results {
 		if r.failed() {
 			if !bad {
-				fmt.Fprintln(w, "\nFAILURES")
+				fmt.Fprintln(t.w, "\nFAILURES")
 				bad = true
 			}
-			fmt.Fprintf(w, "  %s %s: lost %d, out of order %d, bad frames %d %s\n", r.Relay, r.Label, r.Lost, r.Disorder, r.Bad, r.Error)
+			fmt.Fprintf(t.w, "  %s %s: lost %d, out of order %d, bad frames %d %s\n", r.Relay, r.Label, r.Lost, r.Disorder, r.Bad, r.Error)
 		}
 	}
 	if !bad {
-		fmt.Fprintln(w, "\nno event lost or out of order on any healthy target")
+		fmt.Fprintln(t.w, "\nno event lost or out of order on any healthy target")
 	}
 }
 

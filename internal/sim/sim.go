@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 )
@@ -143,11 +142,9 @@ type Server struct {
 	// Check, if set, may refuse a request with an HTTP status (0: accept).
 	Check func(r *http.Request) int
 
-	srv   *http.Server
-	ln    net.Listener
+	ws    *WSServer
 	mu    sync.Mutex
 	peers []*Peer
-	done  chan struct{}
 }
 
 // FreeAddr returns an address on 127.0.0.1 whose port was free a moment
@@ -161,35 +158,29 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// Listen starts a Server at addr ("127.0.0.1:0" for any port) serving path.
+// Listen starts a Server at addr ("127.0.0.1:0" for any port) serving path
+// ("/": every path).
 func Listen(addr, path string) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	s := &Server{Accepted: make(chan *Peer, 64)}
+	check := func(r *http.Request) int {
+		if path != "/" && r.URL.Path != path {
+			return http.StatusNotFound
+		}
+		if s.Check != nil {
+			return s.Check(r)
+		}
+		return 0
+	}
+	ws, err := ListenWS(addr, check, s.serve)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{URL: "ws://" + ln.Addr().String() + path, Addr: ln.Addr().String(),
-		Accepted: make(chan *Peer, 64), ln: ln, done: make(chan struct{})}
-	mux := http.NewServeMux()
-	mux.HandleFunc(path, s.serve)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(s.done)
-		s.srv.Serve(ln)
-	}()
+	s.ws, s.URL, s.Addr = ws, ws.URL+path, ws.Addr
 	return s, nil
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	if s.Check != nil {
-		if code := s.Check(r); code != 0 {
-			http.Error(w, http.StatusText(code), code)
-			return
-		}
-	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-	if err != nil {
-		return
-	}
+// serve hands the connection to Next as a Peer, for as long as it lasts.
+func (s *Server) serve(r *http.Request, ws *websocket.Conn) {
 	p := newPeer(ws, r.Header.Clone(), 1024)
 	s.mu.Lock()
 	s.peers = append(s.peers, p)
@@ -199,6 +190,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		p.Close()
 	}
+	<-p.Done
 }
 
 // Next returns the next accepted connection.
@@ -213,8 +205,7 @@ func (s *Server) Next(ctx context.Context) (*Peer, error) {
 
 // Close stops the server and closes every connection it accepted.
 func (s *Server) Close() {
-	s.srv.Close()
-	<-s.done
+	s.ws.Close()
 	s.mu.Lock()
 	peers := s.peers
 	s.peers = nil
