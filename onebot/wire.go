@@ -283,11 +283,13 @@ func checkString(b []byte, i, end int) error {
 		case c < 0x20:
 			return fmt.Errorf("%w: control character %#02x in a string at offset %d", ErrMalformed, c, i)
 		case c == '\\':
-			n, err := escapeLen(b[i:end])
-			if err != nil {
-				return fmt.Errorf("%w at offset %d", err, i)
+			for i < end && b[i] == '\\' { // a run of escapes (\u4e2d\u6587...) in one go
+				n, err := escapeLen(b[i:end])
+				if err != nil {
+					return fmt.Errorf("%w at offset %d", err, i)
+				}
+				i += n
 			}
-			i += n
 		default:
 			if !utf8.Valid(b[i:end]) {
 				return fmt.Errorf("%w in a string at offset %d", ErrInvalidUTF8, i+validPrefix(b[i:end]))
