@@ -94,6 +94,9 @@ type Config struct {
 	// NATSConsumer names an edge's durable consumer; empty: derived from
 	// the host name.
 	NATSConsumer string `env:"NATS_CONSUMER"`
+	// NATSCallers is the policy of the API calls made over NATS, from
+	// OBMUX_NATS_API_ALLOW and OBMUX_NATS_API_DENY.
+	NATSCallers policy.Policy `env:"-"`
 
 	// Targets come from OBMUX_TARGET_<NAME>_<SUFFIX> (URL, TOKEN and the
 	// rows of policy.Vars), sorted by name.
@@ -167,6 +170,13 @@ func parseNamed(cfg *Config, vars map[string]string) []string {
 		if m := forwardVar.FindStringSubmatch(k); m != nil {
 			row, _ := policy.Lookup(m[1])
 			if err := row.Set(&cfg.Forward, v); err != nil {
+				problems = append(problems, policy.Problem(k, v, err))
+			}
+			continue
+		}
+		if m := natsVar.FindStringSubmatch(k); m != nil {
+			row, _ := policy.Lookup(m[1])
+			if err := row.Set(&cfg.NATSCallers, v); err != nil {
 				problems = append(problems, policy.Problem(k, v, err))
 			}
 			continue
@@ -493,6 +503,9 @@ func Known() map[string]bool {
 	known := map[string]bool{}
 	for _, s := range policy.Suffixes(true) {
 		known[Prefix+"FORWARD_"+s] = true
+	}
+	for _, s := range natsSuffixes {
+		known[Prefix+"NATS_"+s] = true
 	}
 	ct := reflect.TypeOf(Config{})
 	for i := range ct.NumField() {

@@ -2,11 +2,19 @@ package config
 
 import (
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/obmux/obmux/wsconn"
 )
+
+// natsSuffixes are the policy variables that apply to NATS callers
+// (OBMUX_NATS_<SUFFIX>): which API calls they may make.
+var natsSuffixes = []string{"API_ALLOW", "API_DENY"}
+
+// natsVar matches them.
+var natsVar = regexp.MustCompile(`^OBMUX_NATS_(` + strings.Join(natsSuffixes, "|") + `)$`)
 
 // Edge reports whether obmux takes its events from NATS
 // (OBMUX_UPSTREAM_URL=nats://...) rather than from a OneBot implementation.

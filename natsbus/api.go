@@ -9,6 +9,7 @@ import (
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/onebot"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/proxy"
 )
 
@@ -23,6 +24,7 @@ const queueGroup = "obmux"
 type API struct {
 	nc     *nats.Conn
 	router *proxy.Router
+	acl    policy.ACL // OBMUX_NATS_API_ALLOW / _API_DENY
 	acct   *health.Account
 	stats  *health.Stats
 	log    *slog.Logger
@@ -34,12 +36,12 @@ type API struct {
 	wg    sync.WaitGroup
 }
 
-// NewAPI returns an API that routes calls through router, with at most
-// maxInflight requests being handed to it at once.
-func NewAPI(nc *nats.Conn, router *proxy.Router, acct *health.Account, mon *health.Monitor, maxInflight int, log *slog.Logger) *API {
+// NewAPI returns an API that routes the calls acl permits through router,
+// with at most maxInflight requests being handed to it at once.
+func NewAPI(nc *nats.Conn, router *proxy.Router, acl policy.ACL, acct *health.Account, mon *health.Monitor, maxInflight int, log *slog.Logger) *API {
 	st := mon.Track(health.RoleNATS, "nats")
 	st.Up()
-	return &API{nc: nc, router: router, acct: acct, stats: st, log: log,
+	return &API{nc: nc, router: router, acl: acl, acct: acct, stats: st, log: log,
 		slots: make(chan struct{}, max(maxInflight, 1)), gone: make(chan struct{})}
 }
 
@@ -96,6 +98,10 @@ func (a *API) handle(msg *nats.Msg) {
 				why += ": " + err.Error()
 			}
 			a.router.Reject(c, msg.Data, f, why)
+			return
+		}
+		if action := onebot.BaseAction(msg.Data, f); !a.acl.Permits(action) {
+			a.router.Forbid(c, msg.Data, f, action)
 			return
 		}
 		a.router.Request(c, msg.Data, f)

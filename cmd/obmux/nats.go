@@ -54,7 +54,7 @@ func newNATSBus(cfg config.Config, router *proxy.Router, acct *health.Account, m
 		nc.Close()
 		return nil, err
 	}
-	api := natsbus.NewAPI(nc, router, acct, mon, cfg.APIMaxInflight, log)
+	api := natsbus.NewAPI(nc, router, cfg.NATSCallers.API, acct, mon, cfg.APIMaxInflight, log)
 	return &natsBus{nc: nc, pub: pub, api: api, log: log}, nil
 }
 

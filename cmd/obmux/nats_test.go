@@ -57,7 +57,8 @@ func TestNATSAccountSide(t *testing.T) {
 	ns := natstest.Start(t, dir, 0)
 	up := newUpstream(t, "127.0.0.1:0")
 	tg := newTarget(t)
-	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_BOT_URL="+tg.URL, "OBMUX_NATS_URL="+ns.URL())
+	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_BOT_URL="+tg.URL, "OBMUX_NATS_URL="+ns.URL(),
+		"OBMUX_NATS_API_DENY=set_group_kick")
 	up.connected()
 	p := tg.accept()
 	eventually(t, "the stream exists", func() bool { return in.metric("obmux_nats_connected") == 1 })
@@ -112,6 +113,13 @@ func TestNATSAccountSide(t *testing.T) {
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil || resp.Status != "ok" || string(resp.Echo) != `{"caller":"edge","n":[1,2]}` {
 		t.Fatalf("API reply over NATS: %s", reply.Data)
+	}
+	reply, err = nc.Request("onebot.10001.api", []byte(`{"action":"set_group_kick_async","params":{},"echo":"k"}`), wait)
+	if err != nil || !bytes.Contains(reply.Data, []byte(`"retcode":1403`)) || !bytes.Contains(reply.Data, []byte(`"echo":"k"`)) {
+		t.Fatalf("a call OBMUX_NATS_API_DENY refuses: %s, %v", reply.Data, err)
+	}
+	if v := in.metric("obmux_api_requests_total", "name=nats", "outcome=forbidden"); v != 1 {
+		t.Errorf("obmux_api_requests_total{name=nats,outcome=forbidden} = %v, want 1", v)
 	}
 	reply, err = nc.Request("onebot.10001.api", []byte(`{"echo":"x"}`), wait)
 	if err != nil || !bytes.Contains(reply.Data, []byte(`"retcode":1400`)) || !bytes.Contains(reply.Data, []byte(`"echo":"x"`)) {
