@@ -383,6 +383,67 @@ func yamlString(v any) string {
 	return string(b)
 }
 
+// The NATS override: the account side (compose.yaml's obmux with this
+// file's variables on top) and the edge are configurations obmux accepts,
+// and the edge reads the stream the account side publishes to.
+func TestDeployComposeNATS(t *testing.T) {
+	base := decodeAll(t, filepath.Join(deployDir, "compose.yaml"))[0]
+	path := filepath.Join(deployDir, "compose.nats.yaml")
+	docs := decodeAll(t, path)
+	if len(docs) != 1 {
+		t.Fatalf("%s: %d documents, want 1", path, len(docs))
+	}
+	envOf := func(doc map[string]any, svc string) map[string]string {
+		out := map[string]string{}
+		for k, v := range field[map[string]any](t, doc, "services", svc, "environment") {
+			out[k] = yamlString(v)
+		}
+		return out
+	}
+	account := envOf(base, "obmux")
+	for k, v := range envOf(docs[0], "obmux") {
+		account[k] = v
+	}
+	acct := checkEnv(t, path+" services.obmux", account)
+	edgeEnv := envOf(docs[0], "obmux-edge")
+	edgeEnv["OBMUX_SELF_ID"] = "10001" // ${NAPCAT_QQ:-10001}
+	edge := checkEnv(t, path+" services.obmux-edge", edgeEnv)
+	if acct.NATSURL == "" || !edge.Edge() || edge.NATSServers() != acct.NATSURL || edge.NATSStream != acct.NATSStream {
+		t.Errorf("%s: the edge (%q, stream %s) does not read what the account side publishes (%q, stream %s)",
+			path, edge.NATSServers(), edge.NATSStream, acct.NATSURL, acct.NATSStream)
+	}
+}
+
+// The Kubernetes edge example is a configuration obmux accepts, as an edge.
+func TestDeployKubernetesNATSEdge(t *testing.T) {
+	path := filepath.Join(deployDir, "k8s", "nats", "edge.yaml")
+	var dep map[string]any
+	for _, doc := range decodeAll(t, path) {
+		if doc["kind"] == "Deployment" {
+			dep = doc
+		}
+	}
+	if dep == nil {
+		t.Fatalf("%s: no Deployment", path)
+	}
+	if n := field[int](t, dep, "spec", "replicas"); n != 1 {
+		t.Errorf("%s: %d replicas, want 1 (one edge per consumer)", path, n)
+	}
+	containers := maps(t, field[any](t, dep, "spec", "template", "spec", "containers"))
+	env := map[string]string{}
+	for _, e := range maps(t, containers[0]["env"]) {
+		name := field[string](t, e, "name")
+		if v, ok := e["value"]; ok {
+			env[name] = yamlString(v)
+		} else {
+			env[name] = "from-secret-" + name
+		}
+	}
+	if cfg := checkEnv(t, path, env); !cfg.Edge() {
+		t.Errorf("%s: not an edge (OBMUX_UPSTREAM_URL=%s)", path, cfg.UpstreamURL)
+	}
+}
+
 func TestDeployKubernetes(t *testing.T) {
 	knownVarsOf(t)
 	_, metricsPort, _ := defaults(t)
