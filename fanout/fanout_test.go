@@ -220,22 +220,22 @@ func TestReplayCutShortIsNotSkipped(t *testing.T) {
 		h.Event([]byte(`{}`))
 	}
 	first.Wrote(2) // events 1 and 2 written, then the connection broke
-	resume := h.detach(first)
+	resume := h.detach(first, true)
 	if resume != 3 {
 		t.Fatalf("resume after writing 1..2: %d, want 3", resume)
 	}
 	second := h.attach(conn(st), st, resume, nil)
-	if got := h.detach(second); got != resume {
+	if got := h.detach(second, true); got != resume {
 		t.Fatalf("a reconnect that wrote nothing resumes from %d, want %d (events 3..5 would be lost)", got, resume)
 	}
 	third := h.attach(conn(st), st, resume, nil)
 	if third.next != resume {
 		t.Fatalf("replay starts at %d, want %d", third.next, resume)
 	}
-	h.detach(third)
+	h.detach(third, true)
 	stb := h.mon.Track(health.RoleTarget, "b")
 	fresh := h.attach(conn(stb), stb, 0, nil)
-	if got := h.detach(fresh); got != 6 {
+	if got := h.detach(fresh, true); got != 6 {
 		t.Fatalf("a first connection that wrote nothing resumes from %d, want 6 (no replay of events before it came)", got)
 	}
 }
@@ -303,7 +303,7 @@ func TestReplayStaysWithinTheAccount(t *testing.T) {
 	c := h.attach(conn(st), st, 0, nil)
 	h.Event([]byte(`{"n":1}`))
 	c.Wrote(1)
-	resume := h.detach(c)
+	resume := h.detach(c, true)
 	h.Event([]byte(`{"n":2}`)) // old account, missed
 	h.SelfIDChanged(20002)
 	h.Event([]byte(`{"n":3}`)) // new account, missed
@@ -312,7 +312,7 @@ func TestReplayStaysWithinTheAccount(t *testing.T) {
 	if len(got) != 1 || string(got[0].Frame) != `{"n":3}` {
 		t.Fatalf("replayed %d events, want only the new account's event 3", len(got))
 	}
-	h.detach(c)
+	h.detach(c, true)
 }
 
 // OBMUX_REPLAY_BYTES bounds a replay, and 0 turns replay off.
@@ -330,7 +330,7 @@ func TestReplayBytesBound(t *testing.T) {
 		cur := h.attach(conn(st), st, 0, nil)
 		h.Event(make([]byte, 1000))
 		cur.Wrote(1)
-		resume := h.detach(cur)
+		resume := h.detach(cur, true)
 		for range 5 {
 			h.Event(make([]byte, 1000))
 		}

@@ -344,13 +344,21 @@ func (h *Hub) passing(check *policy.Check, from, to uint64) uint64 {
 }
 
 // detach removes c and returns the seq after the last event written through
-// it.
-func (h *Hub) detach(c *cursor) uint64 {
+// it. Unless the peer is replayed (a target), the events it will never get (in
+// the ring after that seq, and passing its checks) are counted as dropped,
+// disconnected.
+func (h *Hub) detach(c *cursor, replayed bool) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.cursors, c)
 	h.publish()
-	return c.written.Load()
+	written := c.written.Load()
+	if !replayed {
+		if n := h.passing(c.check, max(written, h.ring.first), h.ring.next); n > 0 {
+			c.stats.M.Dropped[health.DropDisconnected].Add(float64(n))
+		}
+	}
+	return written
 }
 
 // peer is one downstream connection, as a Caller of the router.
@@ -400,9 +408,12 @@ func (p *peer) handle(b []byte) onebot.Kind {
 // serveOpts says what a peer connection gets.
 type serveOpts struct {
 	events, api, heartbeat bool
-	selfID                 int64
-	resume                 uint64
-	policy                 *policy.Policy // nil: the zero Policy
+	// replayed is set for a target: the events not written to it are
+	// offered again when it reconnects (else they count as dropped).
+	replayed bool
+	selfID   int64
+	resume   uint64
+	policy   *policy.Policy // nil: the zero Policy
 	// settled, if not nil, is called once the connection has lasted
 	// wsconn.RefusedWithin, or when it ends sooner without being refused
 	// (wsconn.Served.Refused); its replay is counted then too.
@@ -461,7 +472,7 @@ func (h *Hub) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer, st *
 	early := timer.Stop()
 	resume := o.resume
 	if c != nil {
-		resume = h.detach(c)
+		resume = h.detach(c, o.replayed)
 	}
 	switch {
 	case early && end.Refused():

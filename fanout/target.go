@@ -67,7 +67,7 @@ func (t *Target) Run(ctx context.Context) {
 			// Logged once the connection settles: one the framework turns
 			// down at once is a failed dial, not a connect.
 			connected := func() { t.log.Info("target connected", "url", wsconn.RedactURL(t.cfg.URL), "self_id", selfID) }
-			end, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, selfID: selfID,
+			end, resume := t.hub.serve(ctx, ws, raw, t.stats, serveOpts{events: true, api: true, heartbeat: true, replayed: true, selfID: selfID,
 				resume: t.resume, policy: &t.cfg.Policy, settled: connected})
 			t.resume = resume
 			return end
