@@ -8,7 +8,12 @@
 // ping or heartbeat from the connection's own timers, frames queued with Send (API calls and responses), then events
 // pulled from a Source. Heartbeats therefore never wait behind queued events
 // and never pile up: at most one is ever due. Every frame is counted in the
-// connection's metrics, and every end of a connection has one Reason.
+// connection's metrics, and every end of a connection has one Reason; an end
+// obmux chooses is a Disconnect.
+//
+// Redial is the one dial-and-serve loop of every connection obmux dials
+// (the upstream in dial mode and each target): headers, Dial, a failed dial
+// logged once per change, Backoff, serve, the end logged by its reason.
 package wsconn
 
 import (
