@@ -205,6 +205,25 @@ func TestNATSEdges(t *testing.T) {
 		}
 	}
 
+	// The NATS server restarts mid-stream: the account side keeps what it
+	// could not publish, the edges resume; every target gets every event.
+	ns.Stop()
+	more := make([][]byte, n)
+	for i := range more {
+		more[i] = event(n + i)
+		up.send(more[i])
+		if i == n/2 {
+			ns = natstest.Start(t, ns.Dir(), ns.Port())
+		}
+	}
+	for pi, p := range peers {
+		for i := range more {
+			if got := nextEvent(t, p); !bytes.Equal(got, more[i]) {
+				t.Fatalf("edge target %d, event %d after the NATS restart: %s", pi, n+i, got)
+			}
+		}
+	}
+
 	call := func(p *sim.Peer, echo string) []byte {
 		t.Helper()
 		if err := p.Send(ctxT(t), []byte(`{"action":"get_login_info","params":{},"echo":`+echo+`}`)); err != nil {

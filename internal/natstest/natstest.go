@@ -41,6 +41,9 @@ func Start(t testing.TB, dir string, port int) *Server {
 	return srv
 }
 
+// Dir is the server's JetStream store.
+func (s *Server) Dir() string { return s.dir }
+
 // Port is the server's port.
 func (s *Server) Port() int { return s.port }
 
@@ -51,13 +54,4 @@ func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port
 func (s *Server) Stop() {
 	s.Shutdown()
 	s.WaitForShutdown()
-}
-
-// Restart stops the server and starts a new one on the same port and
-// store, as a restarted nats-server would be.
-func (s *Server) Restart(t testing.TB) *Server {
-	t.Helper()
-	port := s.Port()
-	s.Stop()
-	return Start(t, s.dir, port)
 }
