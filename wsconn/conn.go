@@ -631,9 +631,9 @@ func (w *writer) pinged(err error) *stopped {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrKeepaliveTimeout) && w.c.isHeld():
+	case errors.Is(err, errKeepaliveTimeout) && w.c.isHeld():
 		return nil
-	case errors.Is(err, ErrKeepaliveTimeout):
+	case errors.Is(err, errKeepaliveTimeout):
 		return &stopped{health.ReasonKeepaliveTimeout, err}
 	}
 	return &stopped{health.ReasonWriteError, err}

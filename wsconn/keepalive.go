@@ -9,12 +9,12 @@ import (
 	"github.com/coder/websocket"
 )
 
-// ErrKeepaliveTimeout ends a connection whose keepalive pong did not arrive
+// errKeepaliveTimeout ends a connection whose keepalive pong did not arrive
 // in time.
-var ErrKeepaliveTimeout = errors.New("keepalive timeout")
+var errKeepaliveTimeout = errors.New("keepalive timeout")
 
 // ping sends one WebSocket ping on ws and waits up to timeout for its pong.
-// It returns the round trip, ErrKeepaliveTimeout (wrapped) when the pong is
+// It returns the round trip, errKeepaliveTimeout (wrapped) when the pong is
 // late, or the ping's own error (such as a closed connection). A concurrent
 // reader must be running on ws: coder/websocket only sees pongs through it.
 // A late pong does not close ws.
@@ -24,7 +24,7 @@ func ping(ws *websocket.Conn, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	if err := ws.Ping(ctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return 0, fmt.Errorf("no pong within %s: %w", timeout, ErrKeepaliveTimeout)
+			return 0, fmt.Errorf("no pong within %s: %w", timeout, errKeepaliveTimeout)
 		}
 		return 0, fmt.Errorf("ping: %w", err)
 	}
