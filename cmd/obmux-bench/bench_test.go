@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,38 @@ func TestSmoke(t *testing.T) {
 	}
 	if !bytes.Contains(errOut.Bytes(), []byte("10/10]")) {
 		t.Errorf("no progress on stderr:\n%s", errOut.String())
+	}
+}
+
+// TestSoakSmoke runs one soak pair (quiet, then with the hostile peers)
+// with 200 events: nothing lost or out of order, the hostile peers did
+// something, obmux's peak RSS within the soak's bound.
+func TestSoakSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs obmux")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := benchMain(ctx, []string{"-json", "-run", "soak", "-relays", "obmux", "-soak-targets", "2", "-soak-rounds", "1",
+		"-events", "200"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	if len(rep.Results) != 2 || rep.Failed || rep.Results[0].Scenario.Hostile || !rep.Results[1].Scenario.Hostile {
+		t.Fatalf("want a quiet and a hostile run:\n%s", out.String())
+	}
+	for _, r := range rep.Results {
+		if r.Sent != 200 || r.Lost != 0 || r.Disorder != 0 || r.PeakRSS == 0 || r.PeakRSS > soakBound() {
+			t.Errorf("%s: sent %d, lost %d, out of order %d, peak RSS %d", r.Label, r.Sent, r.Lost, r.Disorder, r.PeakRSS)
+		}
+	}
+	if h := rep.Results[1].Hostile; h == "" || strings.Contains(h, " 0 ") {
+		t.Errorf("the hostile peers: %q", h)
 	}
 }
 

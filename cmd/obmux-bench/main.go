@@ -68,6 +68,8 @@ type options struct {
 	fSizes     []int
 	fGroups    int
 	fRounds    int
+	sTargets   int
+	sRounds    int
 	json       bool
 	profile    string
 	progress   bool
@@ -100,6 +102,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&fSizes, "filter-sizes", "300,16KiB", "filter and format: event sizes")
 	fs.IntVar(&o.fGroups, "filter-groups", 16, "filter: groups in each target's list (one of them the events' group, so every event still reaches every target)")
 	fs.IntVar(&o.fRounds, "filter-rounds", 3, "filter and format: alternating pairs of runs (plain, then filtered or with formats) per size; the table shows each pair's ratio and their median")
+	fs.IntVar(&o.sTargets, "soak-targets", 10, "soak (not in the default -run): healthy targets, 300-byte events")
+	fs.IntVar(&o.sRounds, "soak-rounds", 2, "soak: alternating pairs of runs (quiet, then with the hostile peers of issue 13 beside the targets)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each relay per measured run into this directory (obmux is built with a pprof overlay)")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
@@ -120,10 +124,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.only = map[string]bool{}
 	for _, k := range splitList(only) {
 		switch k {
-		case "throughput", "latency", "idle", "stuck", "filter", "format":
+		case "throughput", "latency", "idle", "stuck", "filter", "format", "soak":
 			o.only[k] = true
 		default:
-			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter, format)", k)
+			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter, format, soak)", k)
 		}
 	}
 	for _, s := range splitList(targets) {
@@ -239,6 +243,15 @@ func (o *options) suite() []scenario {
 			}
 		}
 	}
+	if o.only["soak"] {
+		// Quiet and hostile alternate, as filter's pairs do.
+		for round := 1; round <= o.sRounds; round++ {
+			for _, hostile := range []bool{false, true} {
+				s = append(s, scenario{Kind: "soak", Targets: o.sTargets, Size: 300, Window: o.windowFor(300), Hostile: hostile,
+					Round: round, Events: o.events, Warmup: o.warmup, Duration: o.duration})
+			}
+		}
+	}
 	if o.only["stuck"] {
 		for _, p := range o.policies {
 			s = append(s, scenario{Kind: "stuck", Targets: o.latTargets, Size: o.latSize, Rate: o.rate, Stuck: 1, Policy: p,
@@ -326,8 +339,8 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 	for _, sc := range o.suite() {
 		for _, r := range o.relays {
 			run := sc
-			if (sc.Kind == "filter" || sc.Kind == "format") && r != "obmux" {
-				continue // obmux against itself: the baseline has no filters nor formats
+			if (sc.Kind == "filter" || sc.Kind == "format" || sc.Kind == "soak") && r != "obmux" {
+				continue // obmux against itself: the baseline has no filters, formats nor forward-WS server
 			}
 			if sc.Kind == "stuck" && r == "baseline" {
 				if sc.Policy != o.policies[0] {

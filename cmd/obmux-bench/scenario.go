@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/obmux/obmux/internal/sim"
 )
 
 // scenario is one workload run through one relay.
@@ -30,6 +32,10 @@ type scenario struct {
 	// Formats, in a format run, gives the targets MESSAGE_FORMAT array
 	// and string in turn (false: none, the run it is compared with).
 	Formats bool `json:"message_formats,omitempty"`
+	// Hostile, in a soak run, sets the hostile peers of issue 13 on
+	// obmux's listeners beside the targets (false: none, the run it is
+	// compared with).
+	Hostile bool `json:"hostile,omitempty"`
 	Round   int  `json:"round,omitempty"`
 	// Events, if > 0, sends exactly that many events (no warm-up) instead of
 	// running for Duration after Warmup.
@@ -58,6 +64,12 @@ func (s scenario) label() string {
 			f = "array/string"
 		}
 		return fmt.Sprintf("format %d targets %s %s #%d", s.Targets, sizeName(s.Size), f, s.Round)
+	case "soak":
+		f := "quiet"
+		if s.Hostile {
+			f = "hostile peers"
+		}
+		return fmt.Sprintf("soak %d targets %s %s #%d", s.Targets, sizeName(s.Size), f, s.Round)
 	}
 	return fmt.Sprintf("throughput %d targets %s", s.Targets, sizeName(s.Size))
 }
@@ -90,6 +102,8 @@ type result struct {
 	Bad        uint64 `json:"bad_frames"`   // neither a whole bench event nor a meta event
 	StuckConns int32  `json:"stuck_target_connections,omitempty"`
 	SlowLogs   int    `json:"slow_consumer_logs,omitempty"`
+	// Hostile says what the hostile peers of a soak run did.
+	Hostile string `json:"hostile_peers,omitempty"`
 }
 
 func (r *result) failed() bool { return r.Error != "" || r.Lost > 0 || r.Disorder > 0 || r.Bad > 0 }
@@ -113,7 +127,21 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 	if err != nil {
 		res.Error = err.Error()
 	}
+	if r.floods != nil {
+		r.soakResult(&res)
+	}
 	return res
+}
+
+// soakResult adds what the hostile peers did to res, and fails it when
+// obmux's peak RSS went over the soak's bound.
+func (r *run) soakResult(res *result) {
+	r.floods.stop()
+	res.Hostile = r.floods.String()
+	if res.Error == "" && res.PeakRSS > soakBound() {
+		res.Error = fmt.Sprintf("peak RSS %s with hostile peers, over the bound of %s (2 x OBMUX_QUEUE_BYTES + 64 MiB)",
+			mib(res.PeakRSS), mib(soakBound()))
+	}
 }
 
 // run is one scenario's run through one relay: the simulated upstream and
@@ -132,6 +160,8 @@ type run struct {
 	healthy []*target // the targets that are not stuck
 	child   *relayChild
 	ws      *websocket.Conn // the relay's upstream connection
+	fwd     string          // obmux's forward-WS listener, in a soak run
+	floods  *floods         // the hostile peers of a soak run, if any
 
 	sent       atomic.Uint64
 	quit       chan struct{} // closed to stop the sender
@@ -177,7 +207,15 @@ func (r *run) start() error {
 	}
 	r.child = child
 	r.cleanups = append(r.cleanups, child.stop)
-	return r.waitReady()
+	if err := r.waitReady(); err != nil {
+		return err
+	}
+	if sc.Hostile {
+		r.floods = startFloods(r.fwd, child.metrics) // during the warm-up and the measured time
+		r.cleanups = append(r.cleanups, r.floods.stop)
+		return r.floods.underWay(r.ctx)
+	}
+	return nil
 }
 
 // relayEnv is the scenario's own environment for the relay.
@@ -196,6 +234,12 @@ func (r *run) relayEnv() ([]string, error) {
 	fenv, err := formatEnv(sc, r.ts)
 	if err != nil {
 		return nil, err
+	}
+	if sc.Kind == "soak" {
+		if r.fwd, err = sim.FreeAddr(); err != nil {
+			return nil, err
+		}
+		extra = append(extra, soakEnv(r.fwd)...)
 	}
 	return append(extra, fenv...), nil
 }
@@ -395,6 +439,9 @@ func (r *run) startProfile() <-chan error {
 	name := fmt.Sprintf("%s-%s-%dt-%db", r.rel.name, sc.Kind, sc.Targets, sc.Size)
 	if sc.Kind == "filter" {
 		name += fmt.Sprintf("-%dg-r%d", sc.Groups, sc.Round) // one profile per run of the pairs
+	}
+	if sc.Kind == "soak" {
+		name += fmt.Sprintf("-hostile=%v-r%d", sc.Hostile, sc.Round)
 	}
 	path := filepath.Join(r.profileDir, name)
 	go func() {

@@ -17,6 +17,7 @@ func printTable(w io.Writer, rep *report) {
 	t.idle()
 	printFilter(t.tw, rep, t.section)
 	printFormat(t.tw, rep, t.section)
+	printSoak(t.tw, rep, t.section)
 	t.stuck()
 	t.tw.Flush()
 	t.failures()
@@ -339,5 +340,28 @@ func printPairs(tw *tabwriter.Writer, rep *report, section func(title, header st
 			slices.Sort(ratios)
 			fmt.Fprintf(tw, "%s\tmedian\t\t\t%.2f\t\t\t\t\t\n", sizeName(size), ratios[len(ratios)/2])
 		}
+	}
+}
+
+// printSoak prints the soak runs like printFilter (quiet, then with the
+// hostile peers), then each hostile run's peak RSS against its bound and
+// what its hostile peers did.
+func printSoak(tw *tabwriter.Writer, rep *report, section func(title, header string)) {
+	printPairs(tw, rep, section, "soak", func(s scenario) bool { return s.Hostile },
+		func(targets int) string {
+			return fmt.Sprintf("Soak: %d healthy targets through obmux, quiet and then beside the hostile peers of issue 13 (the flood generators share the machine's CPUs); runs alternate", targets)
+		}, "quiet", "hostile")
+	hostile := false
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if r.Scenario.Kind != "soak" || !r.Scenario.Hostile {
+			continue
+		}
+		if !hostile {
+			section(fmt.Sprintf("Soak: obmux's peak RSS beside the hostile peers (bound 2 x OBMUX_QUEUE_BYTES + 64 MiB = %s)", mib(soakBound())),
+				"round\tpeak RSS\thostile peers\t")
+			hostile = true
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t\n", r.Scenario.Round, col(r, peak), r.Hostile)
 	}
 }
