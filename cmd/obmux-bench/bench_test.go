@@ -229,3 +229,31 @@ func TestFormatEnv(t *testing.T) {
 		t.Error("formats for the run without them")
 	}
 }
+
+// TestSmokeNATS runs throughput and latency over NATS: an account-side
+// obmux, an embedded JetStream server and an edge, every event delivered.
+func TestSmokeNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs obmux")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := benchMain(ctx, []string{"-json", "-relays", "obmux-nats", "-run", "throughput,latency", "-targets", "2", "-sizes", "300",
+		"-events", "200", "-latency-targets", "2", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
+	}
+	var rep report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	if len(rep.Results) != 2 || rep.Failed {
+		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
+	}
+	for _, r := range rep.Results {
+		if r.Relay != natsRelay || r.EventsPerSec == 0 || r.Lost != 0 {
+			t.Errorf("%s %s: %.0f ev/s, %d lost", r.Relay, r.Label, r.EventsPerSec, r.Lost)
+		}
+	}
+}

@@ -35,10 +35,11 @@ type relayChild struct {
 
 // relaySpec says how to start a relay.
 type relaySpec struct {
-	name string   // "obmux", "baseline"
+	name string   // "obmux", "baseline", "obmux-nats"
 	path string   // executable
 	args []string // its arguments
 	env  []string // extra environment (before the scenario's)
+	dir  string   // a directory for its files (obmux-nats: JetStream's store)
 }
 
 // startRelay starts spec with the environment a user would set for it.

@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var relays, only, targets, sizes, policies, fSizes string
 	fs.StringVar(&o.obmux, "obmux", "", "obmux binary to measure (default: go build ./cmd/obmux into a temporary directory)")
-	fs.StringVar(&relays, "relays", "obmux,baseline", "relays to run, in order")
+	fs.StringVar(&relays, "relays", "obmux,baseline", "relays to run, in order: obmux, baseline, obmux-nats (an account-side obmux publishing to an embedded NATS JetStream server and an edge obmux serving the targets from it; throughput and latency only)")
 	fs.StringVar(&only, "run", "throughput,latency,idle,stuck,filter,format", "scenario kinds to run")
 	fs.StringVar(&targets, "targets", "1,10,100", "throughput: target counts")
 	fs.StringVar(&sizes, "sizes", "300,16KiB,1MiB", "throughput: event sizes (bytes, or with KiB/MiB)")
@@ -117,8 +117,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.relays = splitList(relays)
 	for _, r := range o.relays {
-		if r != "obmux" && r != "baseline" {
-			return nil, fmt.Errorf("-relays: unknown relay %q (obmux, baseline)", r)
+		if r != "obmux" && r != "baseline" && r != natsRelay {
+			return nil, fmt.Errorf("-relays: unknown relay %q (obmux, baseline, %s)", r, natsRelay)
 		}
 	}
 	o.only = map[string]bool{}
@@ -314,15 +314,18 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 	specs := map[string]relaySpec{}
 	for _, r := range o.relays {
 		switch r {
-		case "obmux":
+		case "obmux", natsRelay:
 			path := o.obmux
-			if path == "" {
+			if built, ok := specs["built"]; ok {
+				path = built.path
+			} else if path == "" {
 				fmt.Fprintln(stderr, "obmux-bench: building ./cmd/obmux")
 				if path, err = buildObmux(tmp, o.profile != ""); err != nil {
 					return nil, err
 				}
+				specs["built"] = relaySpec{path: path}
 			}
-			specs[r] = relaySpec{name: r, path: path, env: o.obmuxEnv}
+			specs[r] = relaySpec{name: r, path: path, env: o.obmuxEnv, dir: tmp}
 		case "baseline":
 			self, err := os.Executable()
 			if err != nil {
@@ -341,6 +344,9 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 			run := sc
 			if (sc.Kind == "filter" || sc.Kind == "format" || sc.Kind == "soak") && r != "obmux" {
 				continue // obmux against itself: the baseline has no filters, formats nor forward-WS server
+			}
+			if r == natsRelay && sc.Kind != "throughput" && sc.Kind != "latency" {
+				continue
 			}
 			if sc.Kind == "stuck" && r == "baseline" {
 				if sc.Policy != o.policies[0] {

@@ -201,6 +201,12 @@ func (r *run) start() error {
 	if err != nil {
 		return err
 	}
+	if r.rel.name == natsRelay {
+		if err := r.startNATSRelay(urls, extra); err != nil {
+			return err
+		}
+		return r.waitReady()
+	}
 	child, err := startRelay(r.rel, up.URL, urls, extra, r.profileDir != "")
 	if err != nil {
 		return err
@@ -249,7 +255,7 @@ func (r *run) relayEnv() ([]string, error) {
 // greeting).
 func (r *run) waitReady() error {
 	deadline := time.Now().Add(60 * time.Second)
-	for r.ws == nil || !ready(r.ts, r.rel.name == "obmux") {
+	for r.ws == nil || !ready(r.ts, strings.HasPrefix(r.rel.name, "obmux")) {
 		if r.ws == nil {
 			select {
 			case r.ws = <-r.up.conns:

@@ -1,9 +1,11 @@
 // Package natstest runs a real NATS server with JetStream inside a test
-// process (the nats-server module, embedded: no binary to install, and the
-// test can stop and restart it on the same port and store).
+// process or obmux-bench (the nats-server module, embedded: no binary to
+// install, and a test can stop it and start it again on the same port and
+// store).
 package natstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -23,6 +25,17 @@ type Server struct {
 // (0: any free port), stopped at the end of the test.
 func Start(t testing.TB, dir string, port int) *Server {
 	t.Helper()
+	srv, err := Run(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// Run runs a server with JetStream storing in dir on 127.0.0.1:port (0: any
+// free port) until Stop, for a program that is not a test (obmux-bench).
+func Run(dir string, port int) (*Server, error) {
 	if port == 0 {
 		port = -1
 	}
@@ -30,15 +43,14 @@ func Start(t testing.TB, dir string, port int) *Server {
 		NoLog: true, NoSigs: true}
 	s, err := server.NewServer(opts)
 	if err != nil {
-		t.Fatalf("nats-server: %v", err)
+		return nil, fmt.Errorf("nats-server: %w", err)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
+		s.Shutdown()
+		return nil, errors.New("nats-server did not start within 10s")
 	}
-	srv := &Server{Server: s, dir: dir, port: s.Addr().(*net.TCPAddr).Port}
-	t.Cleanup(srv.Stop)
-	return srv
+	return &Server{Server: s, dir: dir, port: s.Addr().(*net.TCPAddr).Port}, nil
 }
 
 // Dir is the server's JetStream store.
