@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -343,7 +344,8 @@ func (c *Conn) readLoop(handle Handler) (health.Reason, error) {
 				m.Dropped[health.DropOversized].Inc()
 				m.FramesIn[onebot.KindInvalid].Inc()
 				return health.ReasonReadError, fmt.Errorf("message over the %d byte read limit (closed with 1009): %w", c.cfg.ReadLimit, err)
-			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF),
+				errors.Is(err, syscall.ECONNRESET): // the peer reset it (it left with frames it had not read)
 				return health.ReasonClosedByPeer, fmt.Errorf("connection lost: %w", err)
 			}
 			return health.ReasonReadError, fmt.Errorf("read: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -189,4 +190,55 @@ func TestDialErrorHidesToken(t *testing.T) {
 	if strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("the token is in the error: %v", err)
 	}
+}
+
+// A peer that resets the connection (a RST, as from a process that exits
+// with frames it has not read) ends it as closed_by_peer, as docs/metrics.md
+// says ("the connection was lost (EOF, reset)"), not as read_error.
+func TestPeerResetIsClosedByPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan *net.TCPConn, 1)
+	handlerDone := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer close(handlerDone)
+			ws, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ws.Read(context.Background()) // until the reset
+		}),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				accepted <- c.(*net.TCPConn)
+			}
+		},
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, raw, err := Dial(ctx, "ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := health.NewMonitor(health.NewMetrics(nil, "test")).Track(health.RoleTarget, "t")
+	c := New(ws, raw, st, slog.New(slog.DiscardHandler), Config{CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	done := run(c, func([]byte) onebot.Kind { return onebot.KindInvalid })
+	tcp := <-accepted
+	tcp.SetLinger(0) // close sends a RST
+	tcp.Close()
+	select {
+	case r := <-done:
+		if r != health.ReasonClosedByPeer {
+			t.Errorf("reason %v, want closed_by_peer", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("the reset was not seen")
+	}
+	<-handlerDone
 }
