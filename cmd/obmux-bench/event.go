@@ -123,6 +123,9 @@ func stringEventSize(size int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Stamped as sent: the unstamped slots are zeros, which JSON (and so
+	// onebot.Members) refuses as numbers with leading zeros.
+	e.stamp(1, 1)
 	var msg, mf onebot.Span
 	onebot.Members(e.buf, func(key []byte, _, val onebot.Span) error {
 		switch string(key) {
