@@ -359,3 +359,45 @@ func TestExistingStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenAuth: with OBMUX_NATS_TOKEN the publisher gets in; without it the
+// server refuses it, obmux says so and keeps every event buffered.
+func TestTokenAuth(t *testing.T) {
+	srv := natstest.StartWithToken(t, t.TempDir(), "s3cret")
+	cases := []struct {
+		token string
+		ok    bool
+	}{{"s3cret", true}, {"", false}}
+	for _, c := range cases {
+		buf := &syncBuffer{}
+		log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		reg := prometheus.NewRegistry()
+		m := NewMetrics(reg)
+		nc, err := Connect(ConnConfig{URL: srv.URL(), Token: c.token, Name: "test"}, m, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := NewPublisher(nc, testConfig(), m, reg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { p.Run(ctx) })
+		p.Event([]byte(`{"post_type":"notice","notice_type":"a","self_id":1}`))
+		if c.ok {
+			flushed(t, p)
+		} else {
+			eventually(t, "the refusal is logged", func() bool { return strings.Contains(buf.String(), "NATS stream not ready") })
+			if n, _, _ := p.Buffered(); n != 1 {
+				t.Errorf("without the token: %d buffered, want 1", n)
+			}
+			if strings.Contains(buf.String(), "s3cret") {
+				t.Error("the token is in the log")
+			}
+		}
+		cancel()
+		wg.Wait()
+		nc.Close()
+	}
+}

@@ -33,14 +33,28 @@ func Start(t testing.TB, dir string, port int) *Server {
 	return srv
 }
 
+// StartWithToken is Start for a server that requires token from every
+// client.
+func StartWithToken(t testing.TB, dir, token string) *Server {
+	t.Helper()
+	srv, err := run(dir, 0, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
 // Run runs a server with JetStream storing in dir on 127.0.0.1:port (0: any
 // free port) until Stop, for a program that is not a test (obmux-bench).
-func Run(dir string, port int) (*Server, error) {
+func Run(dir string, port int) (*Server, error) { return run(dir, port, "") }
+
+func run(dir string, port int, token string) (*Server, error) {
 	if port == 0 {
 		port = -1
 	}
 	opts := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
-		NoLog: true, NoSigs: true}
+		NoLog: true, NoSigs: true, Authorization: token}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats-server: %w", err)
