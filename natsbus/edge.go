@@ -259,6 +259,11 @@ func (e *Edge) ack() {
 // send is the router's way to the account side: the call becomes a NATS
 // request; its reply is routed like an upstream's response.
 func (e *Edge) send(frame []byte) error {
+	select {
+	case <-e.stopCh:
+		return errors.New("obmux is shutting down")
+	default:
+	}
 	if !e.nc.IsConnected() {
 		return errors.New("NATS not connected")
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/obmux/obmux/config"
 	"github.com/obmux/obmux/fanout"
+	"github.com/obmux/obmux/natsbus"
 	"github.com/obmux/obmux/onebot"
 	"github.com/obmux/obmux/proxy"
 	"github.com/obmux/obmux/wsconn"
@@ -145,7 +146,9 @@ func doctorConnections(ctx context.Context, cfg config.Config, o doctorOpts) []d
 	var results []doctorResult
 	ua := "obmux/" + version
 	selfID := cfg.SelfID
-	if cfg.UpstreamURL != "" {
+	if cfg.Edge() {
+		results = append(results, doctorNATS(ctx, cfg, "upstream (NATS edge)", natsConsumer(cfg)))
+	} else if cfg.UpstreamURL != "" {
 		r, id := doctorDialUpstream(ctx, cfg, ua)
 		results = append(results, r)
 		if selfID == 0 {
@@ -157,6 +160,9 @@ func doctorConnections(ctx context.Context, cfg config.Config, o doctorOpts) []d
 		if selfID == 0 {
 			selfID = id
 		}
+	}
+	if cfg.NATSURL != "" {
+		results = append(results, doctorNATS(ctx, cfg, "NATS", ""))
 	}
 	for _, t := range cfg.Targets {
 		what := "target " + t.Name
@@ -174,6 +180,16 @@ func doctorConnections(ctx context.Context, cfg config.Config, o doctorOpts) []d
 	results = append(results, doctorListen("metrics", "METRICS_LISTEN", cfg.MetricsListen,
 		"status page http://<obmux>:%s/, /readyz, /metrics"))
 	return results
+}
+
+// doctorNATS connects to NATS once: the stream, and an edge's consumer.
+func doctorNATS(ctx context.Context, cfg config.Config, what, consumer string) doctorResult {
+	detail, err := natsbus.Probe(ctx, natsbus.ConnConfig{URL: cfg.NATSServers(), Creds: cfg.NATSCreds, Token: cfg.NATSToken,
+		Name: "obmux doctor"}, cfg.NATSStream, consumer)
+	if err != nil {
+		return doctorResult{what: what, detail: wsconn.RedactText(err.Error())}
+	}
+	return doctorResult{what: what, ok: true, detail: detail}
 }
 
 // doctorDialUpstream dials the implementation as obmux would and asks it

@@ -132,10 +132,7 @@ type upstreamSide interface {
 func newEdge(cfg config.Config, state *proxy.UpstreamState, router *proxy.Router, hub *fanout.Hub, acct *health.Account,
 	mon *health.Monitor, reg prometheus.Registerer, log *slog.Logger) (*natsbus.Edge, func(), error) {
 	log = log.With("component", "nats")
-	consumer := cfg.NATSConsumer
-	if consumer == "" {
-		consumer = defaultConsumer()
-	}
+	consumer := natsConsumer(cfg)
 	nc, err := natsbus.Connect(natsbus.ConnConfig{URL: cfg.UpstreamURL, Creds: cfg.NATSCreds, Token: cfg.NATSToken,
 		Name: "obmux edge " + consumer}, natsbus.NewMetrics(reg), log)
 	if err != nil {
@@ -149,6 +146,15 @@ func newEdge(cfg config.Config, state *proxy.UpstreamState, router *proxy.Router
 		return nil, nil, err
 	}
 	return edge, nc.Close, nil
+}
+
+// natsConsumer is an edge's durable consumer: OBMUX_NATS_CONSUMER, else
+// derived from the host name.
+func natsConsumer(cfg config.Config) string {
+	if cfg.NATSConsumer != "" {
+		return cfg.NATSConsumer
+	}
+	return defaultConsumer()
 }
 
 // defaultConsumer derives an edge's durable consumer name from the host
