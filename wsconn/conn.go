@@ -7,7 +7,9 @@
 // sends, in this order of priority: the greeting (lifecycle connect), a due
 // ping or heartbeat from the connection's own timers, frames queued with Send (API calls and responses), then events
 // pulled from a Source. Heartbeats therefore never wait behind queued events
-// and never pile up: at most one is ever due. Every frame is counted in the
+// and never pile up: at most one is ever due. When several frames are due,
+// the writer writes them as one batch, handed to the kernel in one write(2)
+// per BatchBytes (see batchConn). Every frame is counted in the
 // connection's metrics, and every end of a connection has one Reason; an end
 // obmux chooses is a Disconnect.
 //
@@ -92,6 +94,7 @@ var ErrBinary = errors.New("binary message (OneBot v11 frames are text)")
 type Conn struct {
 	ws  *websocket.Conn
 	raw io.Closer
+	bc  *batchConn // raw, when Dial or Accept made it: the writer batches
 	cfg Config
 	st  *health.Stats
 	log *slog.Logger
@@ -133,7 +136,8 @@ type queued struct {
 // alone may wait 10 s). st receives the connection's state and metrics.
 func New(ws *websocket.Conn, raw io.Closer, st *health.Stats, log *slog.Logger, cfg Config) *Conn {
 	ws.SetReadLimit(cfg.ReadLimit)
-	return &Conn{ws: ws, raw: raw, cfg: cfg, st: st, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	bc, _ := raw.(*batchConn)
+	return &Conn{ws: ws, raw: raw, bc: bc, cfg: cfg, st: st, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // SetGreeting makes frame the first frame written.
@@ -479,8 +483,13 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		}
 	}
 	for {
-		if s := w.due(); s != nil {
-			return s.result()
+		// In a batch (written at once), timers are looked at every
+		// BatchBytes, not between every two frames.
+		if !w.inBatch || w.sinceCheck >= BatchBytes {
+			w.sinceCheck = 0
+			if s := w.due(); s != nil {
+				return s.result()
+			}
 		}
 		if c.queued.Load() > 0 {
 			if s := w.writeQueued(); s != nil {
@@ -514,8 +523,8 @@ func writeFailed(err error) *stopped {
 }
 
 // writer is the writer goroutine's state: the write timeout's timer, the
-// keepalive and heartbeat tickers, the ping in flight, and the events pulled
-// from the source but not written yet.
+// keepalive and heartbeat tickers, the ping in flight, the events pulled
+// from the source but not written yet, and the batch in progress.
 type writer struct {
 	c        *Conn
 	timer    *time.Timer // the write timeout; nil: none
@@ -526,6 +535,19 @@ type writer struct {
 	batch    []Item // events pulled from the source
 	pos      int    // the next of batch to write
 	release  func() // stops the timers
+
+	// The batch (see batchConn): whether one is in progress, its events
+	// not yet reported written (each with the byte count that ends it),
+	// and the bytes written into it since the timers were looked at.
+	inBatch    bool
+	pend       []pending
+	sinceCheck int
+}
+
+// pending is an event written into a batch: it is on its way once the
+// batchConn has written end bytes.
+type pending struct {
+	end, seq uint64
 }
 
 // newWriter arms the connection's write timeout and its keepalive and
@@ -565,8 +587,69 @@ func (c *Conn) newWriter() *writer {
 	return w
 }
 
-// write writes one frame with the write timeout armed.
-func (w *writer) write(frame []byte, kind onebot.Kind) error { return w.c.write(w.timer, frame, kind) }
+// write writes one frame with the write timeout armed (in a batch, the
+// batchConn arms it around each of its own writes instead).
+func (w *writer) write(frame []byte, kind onebot.Kind) error {
+	if !w.inBatch {
+		return w.c.write(w.timer, frame, kind)
+	}
+	w.sinceCheck += len(frame)
+	return w.c.write(nil, frame, kind)
+}
+
+// beginBatch starts a batch, when the connection can: several frames are
+// due.
+func (w *writer) beginBatch() {
+	if w.c.bc == nil || w.inBatch {
+		return
+	}
+	w.inBatch = true
+	w.c.bc.begin(w.timer, w.c.cfg.WriteTimeout)
+}
+
+// endBatch writes the batch in progress, if any, and reports its events
+// written.
+func (w *writer) endBatch() error {
+	if !w.inBatch {
+		return nil
+	}
+	w.inBatch = false
+	err := w.c.bc.end()
+	w.reportWritten()
+	w.pend = w.pend[:0]
+	return err
+}
+
+// wrote reports event seq written: at once, or in a batch once the write
+// that carried its last byte returned.
+func (w *writer) wrote(seq uint64) {
+	if !w.inBatch {
+		w.c.src.Wrote(seq)
+		return
+	}
+	w.pend = append(w.pend, pending{w.c.bc.accepted(), seq})
+	w.reportWritten()
+}
+
+// reportWritten reports the batch's events that the kernel has to the
+// Source: the last of them is enough, Wrote means every one up to it.
+func (w *writer) reportWritten() {
+	sent, n := w.c.bc.written(), 0
+	for n < len(w.pend) && w.pend[n].end <= sent {
+		n++
+	}
+	if n > 0 {
+		w.c.src.Wrote(w.pend[n-1].seq)
+		w.pend = append(w.pend[:0], w.pend[n:]...)
+	}
+}
+
+// several reports whether the events in batch are worth a batch: more than
+// one, or one larger than coder/websocket's 4 KiB buffer (which leaves a
+// client's masked frame in 4 KiB writes).
+func several(batch []Item) bool {
+	return len(batch) > 1 || len(batch) == 1 && len(batch[0].Frame) > 4<<10
+}
 
 // due sends a due heartbeat or starts a due ping, or judges the ping that
 // came back, without waiting.
@@ -649,6 +732,9 @@ func (w *writer) writeQueued() *stopped {
 	if req := c.closeAt; req != nil {
 		final := c.final
 		c.mu.Unlock()
+		if err := w.endBatch(); err != nil {
+			return writeFailed(err)
+		}
 		reason, err := c.closeGracefully(req, final)
 		return &stopped{reason, err}
 	}
@@ -662,8 +748,11 @@ func (w *writer) writeQueued() *stopped {
 	c.queue[0] = queued{}
 	c.queue = c.queue[1:]
 	c.qbytes -= int64(len(next.frame))
-	c.queued.Add(-1)
+	more := c.queued.Add(-1) > 0
 	c.mu.Unlock()
+	if more || w.pos < len(w.batch) {
+		w.beginBatch() // several frames due
+	}
 	if err := w.write(next.frame, next.kind); err != nil {
 		return writeFailed(err)
 	}
@@ -680,11 +769,19 @@ func (w *writer) writeEvent() (bool, *stopped) {
 		if err := w.write(it.Frame, onebot.KindEvent); err != nil {
 			return true, writeFailed(err)
 		}
-		w.c.src.Wrote(it.Seq)
+		w.wrote(it.Seq)
 		return true, nil
+	}
+	// Nothing more due of what was pulled: the batch goes out before the
+	// next Pull (which takes what was pulled as written) or a wait.
+	if err := w.endBatch(); err != nil {
+		return true, writeFailed(err)
 	}
 	if w.c.src != nil {
 		if w.batch, w.pos = w.c.src.Pull(w.batch[:0]), 0; len(w.batch) > 0 {
+			if several(w.batch) {
+				w.beginBatch()
+			}
 			return true, nil
 		}
 	}

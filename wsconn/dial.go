@@ -36,12 +36,18 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 		ReadBufferSize:    512,
 		WriteBufferSize:   512,
 		DisableKeepAlives: true,
+		// The connection under the WebSocket is a batchConn: the Conn's
+		// writer gathers several frames due into one write(2).
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			bc := newBatchConn(c)
 			mu.Lock()
-			raw = c
+			raw = bc
 			mu.Unlock()
-			return c, err
+			return bc, nil
 		},
 	}}
 	// A peer that accepts TCP but never answers the upgrade must not hold
@@ -100,6 +106,9 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// The server's read (OBMUX_HTTP_TIMEOUT) and idle deadlines were for
 	// the request; the WebSocket keeps its own time (keepalive).
 	c.SetDeadline(time.Time{})
-	h.conn = c
-	return c, rw, nil
+	// coder/websocket writes to the connection returned here (it resets
+	// the writer of rw onto it): a batchConn, as for a dialed one.
+	bc := newBatchConn(c)
+	h.conn = bc
+	return bc, rw, nil
 }
