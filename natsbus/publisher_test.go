@@ -41,11 +41,16 @@ func testConfig() PublisherConfig {
 
 func startPublisher(t *testing.T, url string, cfg PublisherConfig) *running {
 	t.Helper()
+	return startPublisherOn(t, ConnConfig{URL: url, Name: "test"}, cfg)
+}
+
+func startPublisherOn(t *testing.T, conn ConnConfig, cfg PublisherConfig) *running {
+	t.Helper()
 	buf := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	nc, err := Connect(ConnConfig{URL: url, Name: "test"}, m, log)
+	nc, err := Connect(conn, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,45 +100,6 @@ func flushed(t *testing.T, p *Publisher) {
 	}
 }
 
-// stored reads every message of the stream, in order.
-func stored(t *testing.T, url string) []jetstream.Msg {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := js.Stream(ctx, "ONEBOT")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for uint64(len(out)) < info.State.Msgs {
-		batch, err := c.Fetch(int(info.State.Msgs)-len(out), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-		if batch.Error() != nil {
-			t.Fatal(batch.Error())
-		}
-	}
-	return out
-}
-
 func sample(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "onebot", "testdata", "samples", "events_"+name))
@@ -177,7 +143,7 @@ func TestPublishesEverySampleOnItsSubject(t *testing.T) {
 	want = append(want, image)
 	subjects = append(subjects, "onebot.10001.event.message.group")
 	flushed(t, p.Publisher)
-	got := stored(t, srv.URL())
+	got := srv.Stored(t, "ONEBOT")
 	if len(got) != len(want) {
 		t.Fatalf("stored %d messages, want %d", len(got), len(want))
 	}
@@ -239,7 +205,7 @@ func TestServerRestartLosesNothing(t *testing.T) {
 		p.Event(ev(n))
 	}
 	flushed(t, p.Publisher)
-	got := stored(t, srv.URL())
+	got := srv.Stored(t, "ONEBOT")
 	if len(got) != before+during+after {
 		t.Fatalf("stored %d events, want %d", len(got), before+during+after)
 	}
@@ -302,7 +268,7 @@ func TestTooLargeIsDroppedNotStuck(t *testing.T) {
 	p.Event(big)
 	p.Event([]byte(`{"post_type":"notice","notice_type":"b","self_id":1}`))
 	flushed(t, p.Publisher)
-	got := stored(t, srv.URL())
+	got := srv.Stored(t, "ONEBOT")
 	if len(got) != 2 || got[1].Subject() != "onebot.1.event.notice.b" {
 		t.Fatalf("stored %d messages", len(got))
 	}
@@ -364,40 +330,20 @@ func TestExistingStreams(t *testing.T) {
 // server refuses it, obmux says so and keeps every event buffered.
 func TestTokenAuth(t *testing.T) {
 	srv := natstest.StartWithToken(t, t.TempDir(), "s3cret")
-	cases := []struct {
-		token string
-		ok    bool
-	}{{"s3cret", true}, {"", false}}
-	for _, c := range cases {
-		buf := &syncBuffer{}
-		log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		reg := prometheus.NewRegistry()
-		m := NewMetrics(reg)
-		nc, err := Connect(ConnConfig{URL: srv.URL(), Token: c.token, Name: "test"}, m, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := NewPublisher(nc, testConfig(), m, reg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { p.Run(ctx) })
+	t.Run("token", func(t *testing.T) {
+		p := startPublisherOn(t, ConnConfig{URL: srv.URL(), Token: "s3cret"}, testConfig())
 		p.Event([]byte(`{"post_type":"notice","notice_type":"a","self_id":1}`))
-		if c.ok {
-			flushed(t, p)
-		} else {
-			eventually(t, "the refusal is logged", func() bool { return strings.Contains(buf.String(), "NATS stream not ready") })
-			if n, _, _ := p.Buffered(); n != 1 {
-				t.Errorf("without the token: %d buffered, want 1", n)
-			}
-			if strings.Contains(buf.String(), "s3cret") {
-				t.Error("the token is in the log")
-			}
+		flushed(t, p.Publisher)
+	})
+	t.Run("none", func(t *testing.T) {
+		p := startPublisherOn(t, ConnConfig{URL: srv.URL()}, testConfig())
+		p.Event([]byte(`{"post_type":"notice","notice_type":"a","self_id":1}`))
+		eventually(t, "the refusal is logged", func() bool { return strings.Contains(p.log.String(), "NATS stream not ready") })
+		if n, _, _ := p.Buffered(); n != 1 {
+			t.Errorf("without the token: %d buffered, want 1", n)
 		}
-		cancel()
-		wg.Wait()
-		nc.Close()
-	}
+		if strings.Contains(p.log.String(), "s3cret") {
+			t.Error("the token is in the log")
+		}
+	})
 }

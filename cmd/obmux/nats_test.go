@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,43 +9,10 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/obmux/obmux/internal/natstest"
 	"github.com/obmux/obmux/internal/sim"
 )
-
-// natsStream reads the next n messages of the ONEBOT stream from seq on.
-func natsStream(t *testing.T, url string, from uint64, n int) []jetstream.Msg {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	c, err := js.OrderedConsumer(ctx, "ONEBOT", jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < n {
-		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(wait))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-		if batch.Error() != nil {
-			t.Fatalf("after %d of %d messages: %v", len(out), n, batch.Error())
-		}
-	}
-	return out
-}
 
 // The account side: every upstream event reaches the WebSocket target and
 // the stream (meta events only the target), the account's status is
@@ -75,7 +41,7 @@ func TestNATSAccountSide(t *testing.T) {
 			t.Fatalf("target event %d: %s", i, got)
 		}
 	}
-	msgs := natsStream(t, ns.URL(), 1, n+1)
+	msgs := ns.Messages(t, "ONEBOT", 1, n+1)
 	events := 0
 	for _, m := range msgs {
 		switch m.Subject() {
@@ -142,7 +108,7 @@ func TestNATSAccountSide(t *testing.T) {
 		t.Errorf("obmux_nats_buffer_events = %v while NATS is down, want %d", got, n)
 	}
 	ns = natstest.Start(t, dir, ns.Port())
-	later := natsStream(t, ns.URL(), uint64(len(msgs)+1), n)
+	later := ns.Messages(t, "ONEBOT", uint64(len(msgs)+1), n)
 	for i, m := range later {
 		if !bytes.Equal(m.Data(), sent[n+1+i]) {
 			t.Fatalf("stream event %d after the restart: %s", n+1+i, m.Data())
@@ -154,7 +120,7 @@ func TestNATSAccountSide(t *testing.T) {
 	}
 	// Shutdown publishes what came last: the account is offline now.
 	in.stop()
-	last := natsStream(t, ns.URL(), uint64(len(msgs)+n+1), 1)[0]
+	last := ns.Messages(t, "ONEBOT", uint64(len(msgs)+n+1), 1)[0]
 	if last.Subject() != "onebot.10001.status" || !bytes.Contains(last.Data(), []byte(`"online":false`)) {
 		t.Errorf("last message %s: %s, want the offline status", last.Subject(), last.Data())
 	}
@@ -297,7 +263,7 @@ func TestNATSEdgeSIGKILL(t *testing.T) {
 	})
 	// JetStream has been told what was written: the ack floor reaches the
 	// events the target's socket took (once, at least, after the pause).
-	eventually(t, "an acknowledgement after the pause", func() bool { return ackFloor(t, ns, "killed") > uint64(last+1) })
+	eventually(t, "an acknowledgement after the pause", func() bool { return ns.AckFloor(t, "ONEBOT", "killed") > uint64(last+1) })
 	edge.kill()
 	p.Resume()
 	for { // what reached the target before the kill counts as received
@@ -332,62 +298,4 @@ func TestNATSEdgeSIGKILL(t *testing.T) {
 	}
 	t.Logf("SIGKILL after the target had event %d of %d (the rest queued in the edge): the restarted edge began at %d: %d repeated, none lost",
 		last, before, first, last+1-first)
-}
-
-// ackFloor is the stream sequence JetStream last heard consumer has.
-func ackFloor(t *testing.T, ns *natstest.Server, consumer string) uint64 {
-	t.Helper()
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	c, err := js.Consumer(ctxT(t), "ONEBOT", consumer)
-	if err != nil {
-		return 0
-	}
-	info, err := c.Info(ctxT(t))
-	if err != nil {
-		return 0
-	}
-	return info.AckFloor.Stream
-}
-
-// obmux doctor on an edge and on an account side that publishes: a line for
-// NATS each, the stream and the consumer in the user's terms.
-func TestDoctorNATS(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	tg := newTarget(t)
-	var out bytes.Buffer
-	err := run(ctxT(t), []string{"doctor"}, []string{"OBMUX_UPSTREAM_URL=" + up.URL, "OBMUX_NATS_URL=" + ns.URL(),
-		"OBMUX_METRICS_LISTEN=127.0.0.1:0", "OBMUX_TARGET_A_URL=" + tg.URL}, &out, &out)
-	if code := exitCode(err, &bytes.Buffer{}); code != 0 {
-		t.Fatalf("account side: exit %d (%v):\n%s", code, err, out.String())
-	}
-	if l := doctorLine(t, out.String(), "NATS"); !strings.Contains(l, "OK") || !strings.Contains(l, "stream ONEBOT does not exist yet; obmux creates it") {
-		t.Errorf("account side: %s", l)
-	}
-
-	out.Reset()
-	env := append(edgeEnv(ns, "doc", tg), "OBMUX_METRICS_LISTEN=127.0.0.1:0")
-	err = run(ctxT(t), []string{"doctor"}, env, &out, &out)
-	if code := exitCode(err, &bytes.Buffer{}); code != 1 {
-		t.Errorf("edge before the account side ran: exit %d (%v), want 1", code, err)
-	}
-	if l := doctorLine(t, out.String(), "upstream (NATS edge)"); !strings.Contains(l, "FAIL") || !strings.Contains(l, "is the account side's obmux running") {
-		t.Errorf("edge, no stream: %s", l)
-	}
-
-	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	eventually(t, "the stream exists", func() bool { return acct.metric("obmux_nats_published_total") >= 1 })
-	out.Reset()
-	err = run(ctxT(t), []string{"doctor"}, env, &out, &out)
-	if code := exitCode(err, &bytes.Buffer{}); code != 0 {
-		t.Errorf("edge: exit %d (%v):\n%s", code, err, out.String())
-	}
-	if l := doctorLine(t, out.String(), "upstream (NATS edge)"); !strings.Contains(l, "OK") || !strings.Contains(l, "consumer doc is new") {
-		t.Errorf("edge: %s", l)
-	}
 }

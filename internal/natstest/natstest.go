@@ -5,6 +5,7 @@
 package natstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a running NATS server with JetStream.
@@ -80,4 +83,83 @@ func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port
 func (s *Server) Stop() {
 	s.Shutdown()
 	s.WaitForShutdown()
+}
+
+// wait bounds what the helpers below wait for.
+const wait = 20 * time.Second
+
+// js connects a JetStream client to s for one helper call.
+func (s *Server) js(t testing.TB) (jetstream.JetStream, func()) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, nc.Close
+}
+
+// Messages reads n messages of stream from sequence from on, in order,
+// waiting up to 20 s for them.
+func (s *Server) Messages(t testing.TB, stream string, from uint64, n int) []jetstream.Msg {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < n {
+		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, m)
+		}
+		if batch.Error() != nil {
+			t.Fatalf("after %d of %d messages: %v", len(out), n, batch.Error())
+		}
+	}
+	return out
+}
+
+// Stored reads every message stream holds, in order.
+func (s *Server) Stored(t testing.TB, stream string) []jetstream.Msg {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Messages(t, stream, info.State.FirstSeq, int(info.State.Msgs))
+}
+
+// AckFloor is the stream sequence up to which consumer of stream has
+// acknowledged everything (0 while it does not exist).
+func (s *Server) AckFloor(t testing.TB, stream, consumer string) uint64 {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	c, err := js.Consumer(context.Background(), stream, consumer)
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.AckFloor.Stream
 }
