@@ -52,7 +52,7 @@ type Router struct {
 	sends      *sendQueue // nil: no send rate limit
 
 	mu      sync.Mutex
-	send    func(frame []byte) error
+	send    sendFunc
 	seq     uint64
 	tags    *rand.ChaCha8 // each call's random tag
 	pending map[uint64]*call
@@ -61,8 +61,15 @@ type Router struct {
 	freed   chan struct{}        // closed and replaced when a call ends
 }
 
+// sendFunc writes a frame to the upstream, or queues it for the upstream's
+// writer; once it returned nil, it calls left when the frame has left that
+// queue (written, or dropped with the connection).
+type sendFunc func(frame []byte, left func()) error
+
 // Limits bound the calls in flight: from the moment Request takes a call
-// until its final response (or obmux's failure) is handed to the caller.
+// until its final response (or obmux's failure) is handed to the caller, or,
+// when that comes first (a timeout), until its frame has left the
+// upstream's queue: the bytes waiting there are bounded too.
 type Limits struct {
 	// Calls is how many calls one caller may have in flight (at least 1).
 	Calls int
@@ -107,6 +114,9 @@ type call struct {
 	// While queued for the send rate limit (r.mu): the frame to send.
 	queued bool
 	frame  []byte
+	// writing: its frame is in the upstream's queue; settled: it was
+	// answered meanwhile, and is released once the frame has left (r.mu).
+	writing, settled bool
 	// action, when not empty, returns messages that the response is to
 	// carry in format.
 	action string
@@ -198,17 +208,40 @@ func (r *Router) acquire(c Caller, l lane, cost int64) bool {
 	}
 }
 
-// release gives back what cl counted. A caller forgotten meanwhile counts
-// nothing any more; the total still does.
+// release gives back what cl counted, once it has been answered: at once,
+// or, while its frame still waits in the upstream's queue (a call that timed
+// out behind a slow upstream), when the frame has left it.
 func (r *Router) release(cl *call) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cl.writing {
+		cl.settled = true
+		return
+	}
+	r.releaseLocked(cl)
+}
+
+// left records that cl's frame has left the upstream's queue, and releases
+// cl if it was answered meanwhile.
+func (r *Router) left(cl *call) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cl.writing = false
+	if cl.settled {
+		cl.settled = false
+		r.releaseLocked(cl)
+	}
+}
+
+// releaseLocked gives back what cl counted. A caller forgotten meanwhile
+// counts nothing any more; the total still does. r.mu held.
+func (r *Router) releaseLocked(cl *call) {
 	if all := r.callers[cl.caller]; all != nil {
 		all[cl.lane].calls--
 		all[cl.lane].bytes -= cl.cost
 	}
 	r.total -= cl.cost
 	r.wake()
-	r.mu.Unlock()
 }
 
 // wake tells the callers waiting in acquire that calls ended. r.mu held.
@@ -226,7 +259,7 @@ func (r *Router) InflightBytes() int64 {
 
 // setSend installs the function that writes a frame to the upstream (nil:
 // none connected).
-func (r *Router) setSend(send func([]byte) error) {
+func (r *Router) setSend(send sendFunc) {
 	r.mu.Lock()
 	r.send = send
 	r.mu.Unlock()
@@ -235,7 +268,19 @@ func (r *Router) setSend(send func([]byte) error) {
 // Attach installs send as the way to the upstream for a source of events
 // other than Upstream (the NATS edge, whose calls are NATS requests); nil
 // detaches it, and calls made meanwhile fail with 1502.
-func (r *Router) Attach(send func([]byte) error) { r.setSend(send) }
+func (r *Router) Attach(send func([]byte) error) {
+	if send == nil {
+		r.setSend(nil)
+		return
+	}
+	r.setSend(func(b []byte, left func()) error {
+		err := send(b)
+		if err == nil {
+			left() // nothing waits in a queue of obmux's
+		}
+		return err
+	})
+}
 
 // Pending returns how many calls wait for a response.
 func (r *Router) Pending() int {
@@ -296,12 +341,16 @@ func (r *Router) Request(c Caller, b []byte, f onebot.Frame) {
 
 // transmit writes cl's frame to the upstream with send (nil: none
 // connected) and answers cl with 1502 when that fails.
-func (r *Router) transmit(cl *call, frame []byte, send func([]byte) error) {
+func (r *Router) transmit(cl *call, frame []byte, send sendFunc) {
 	err := errors.New("upstream not connected")
 	if send != nil {
-		if err = send(frame); err == nil {
+		r.mu.Lock()
+		cl.writing = true
+		r.mu.Unlock()
+		if err = send(frame, func() { r.left(cl) }); err == nil {
 			return
 		}
+		r.left(cl) // not queued after all
 	}
 	if r.take(cl.id) != nil {
 		r.release(cl)
@@ -433,7 +482,11 @@ func (r *Router) Forget(c Caller) int {
 			cl.timer.Stop()
 			delete(r.pending, id)
 			r.sends.remove(cl)
-			r.total -= cl.cost
+			if cl.writing {
+				cl.settled = true // the total counts it until it has left
+			} else {
+				r.total -= cl.cost
+			}
 			n++
 		}
 	}

@@ -70,7 +70,7 @@ func (u *upstream) next(t *testing.T) ([]byte, onebot.Frame) {
 func newRouter(timeout time.Duration, lim Limits) (*Router, *upstream) {
 	r := NewRouter(timeout, lim, testLog())
 	u := &upstream{sent: make(chan []byte, 64)}
-	r.setSend(u.send)
+	r.Attach(u.send)
 	return r, u
 }
 
@@ -178,7 +178,7 @@ func TestRouterDropsForeignAndForgottenResponses(t *testing.T) {
 func TestRouterAnswersFailuresItself(t *testing.T) {
 	t.Run("upstream not connected", func(t *testing.T) {
 		r, _ := newRouter(time.Minute, Limits{Calls: 1})
-		r.setSend(nil)
+		r.Attach(nil)
 		c := caller("a")
 		requestRaw(t, r, c, `{"action":"x","echo":"e1"}`)
 		expectFailure(t, c.frame(t), onebot.RetcodeUpstreamDown, `"e1"`)
@@ -363,4 +363,55 @@ func TestRouterInflightBytes(t *testing.T) {
 	up.next(t)
 	c.hold(t)
 	r.Forget(c)
+}
+
+// A call that times out while its frame still waits in the upstream's queue
+// (behind a slow upstream) is answered 1504 at once, but its bytes and its
+// slot count until the frame has left the queue: what waits there is within
+// the limits too, so the queue, bounded as much, never refuses a call and
+// obmux never holds more than the limits for an upstream that reads slowly.
+func TestRouterCountsACallUntilItsFrameLeftTheQueue(t *testing.T) {
+	r := NewRouter(20*time.Millisecond, Limits{Calls: 1, TotalBytes: 1 << 20}, testLog())
+	type queuedFrame struct {
+		b    []byte
+		left func()
+	}
+	queue := make(chan queuedFrame, 8)
+	r.setSend(func(b []byte, left func()) error { queue <- queuedFrame{b, left}; return nil })
+	next := func() queuedFrame {
+		t.Helper()
+		select {
+		case q := <-queue:
+			return q
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing queued for the upstream")
+			return queuedFrame{}
+		}
+	}
+	a := caller("a")
+	requestRaw(t, r, a, `{"action":"x","echo":1}`)
+	first := next()
+	expectFailure(t, a.frame(t), onebot.RetcodeUpstreamTimeout, `1`)
+	if r.InflightBytes() == 0 {
+		t.Error("a timed-out call whose frame is still queued counts no bytes")
+	}
+	done := make(chan struct{})
+	go func() { requestRaw(t, r, a, `{"action":"x","echo":2}`); close(done) }()
+	a.hold(t) // its slot is still taken
+	select {
+	case q := <-queue:
+		t.Fatalf("a second call went upstream while the first still waited there: %s", q.b)
+	default:
+	}
+	first.left() // written at last
+	<-done
+	second := next()
+	if a.hold(t) {
+		t.Error("Hold(true) twice")
+	}
+	expectFailure(t, a.frame(t), onebot.RetcodeUpstreamTimeout, `2`)
+	second.left()
+	if n := r.InflightBytes(); n != 0 {
+		t.Errorf("%d bytes in flight after every frame left", n)
+	}
 }

@@ -68,7 +68,7 @@ type wire struct {
 
 func newWire(r *Router) *wire {
 	w := &wire{sent: make(chan struct{}, 1024)}
-	r.setSend(func(b []byte) error {
+	r.Attach(func(b []byte) error {
 		w.mu.Lock()
 		w.frames = append(w.frames, string(b))
 		w.mu.Unlock()

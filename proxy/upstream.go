@@ -234,8 +234,8 @@ func (u *Upstream) serve(ctx context.Context, ws *websocket.Conn, raw io.Closer,
 	u.badFrames.Reset()
 	u.state.update(func(s *State) { s.Online = true })
 	u.cfg.Account.Connected(true)
-	u.router.setSend(func(b []byte) error {
-		if !c.Send(b, onebot.KindAPIRequest) {
+	u.router.setSend(func(b []byte, left func()) error {
+		if !c.SendThen(b, onebot.KindAPIRequest, left) {
 			return errors.New("upstream queue full or connection closing")
 		}
 		return nil

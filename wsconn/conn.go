@@ -129,6 +129,7 @@ type Conn struct {
 type queued struct {
 	frame []byte
 	kind  onebot.Kind
+	left  func() // see SendThen; nil: none
 }
 
 // New wraps ws. raw, if not nil, is the network connection under ws: closing
@@ -162,7 +163,14 @@ func (c *Conn) Stats() *health.Stats { return c.st }
 // blocks: when the queue is full (QueueSize frames or QueueBytes bytes) or
 // the connection has ended, the frame is dropped, counted, and Send returns
 // false.
-func (c *Conn) Send(frame []byte, kind onebot.Kind) bool {
+func (c *Conn) Send(frame []byte, kind onebot.Kind) bool { return c.SendThen(frame, kind, nil) }
+
+// SendThen is Send that also calls left (if not nil) once frame has left
+// the queue: after its write, whether that succeeded or not, or when the
+// queue is discarded because the connection ends. left runs on another
+// goroutine, or on the caller's of Close, without c's lock held. When
+// SendThen returns false, left is not called.
+func (c *Conn) SendThen(frame []byte, kind onebot.Kind, left func()) bool {
 	c.mu.Lock()
 	if c.ended || c.closeAt != nil {
 		c.mu.Unlock()
@@ -175,7 +183,7 @@ func (c *Conn) Send(frame []byte, kind onebot.Kind) bool {
 		c.st.M.Dropped[health.DropQueueFull].Inc()
 		return false
 	}
-	c.queue = append(c.queue, queued{frame, kind})
+	c.queue = append(c.queue, queued{frame, kind, left})
 	c.qbytes += int64(len(frame))
 	c.queued.Add(1)
 	c.mu.Unlock()
@@ -217,13 +225,15 @@ func (c *Conn) Wake() {
 // record. Close does not wait; Run returns when the connection is gone. Only
 // the first Close counts.
 func (c *Conn) Close(d Disconnect, final []byte) {
+	var left []func()
+	defer func() { runAll(left) }() // after the unlock
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended || c.closeAt != nil {
 		return
 	}
 	c.setCause(d.Reason, nil)
-	c.discardQueue()
+	left = c.discardQueue()
 	c.closeAt, c.final = &d, final
 	c.queued.Store(1)
 	// A writer stuck on a peer that does not read never gets to the close:
@@ -250,12 +260,26 @@ func (c *Conn) Abort(d Disconnect, err error) {
 	c.closeRaw()
 }
 
-// discardQueue drops the queued frames, counted. c.mu held.
-func (c *Conn) discardQueue() {
+// discardQueue drops the queued frames, counted, and returns their left
+// functions, to be run once c.mu is unlocked. c.mu held.
+func (c *Conn) discardQueue() []func() {
 	if len(c.queue) > 0 {
 		c.st.M.Dropped[health.DropDisconnected].Add(float64(len(c.queue)))
 	}
+	var left []func()
+	for _, q := range c.queue {
+		if q.left != nil {
+			left = append(left, q.left)
+		}
+	}
 	c.queue, c.qbytes = nil, 0
+	return left
+}
+
+func runAll(fns []func()) {
+	for _, f := range fns {
+		f()
+	}
 }
 
 // setCause records why the connection ends; the first cause wins. c.mu held.
@@ -319,12 +343,13 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.mu.Lock()
 	c.setCause(reason, err)
 	c.ended = true
-	c.discardQueue()
+	left := c.discardQueue()
 	reason, err = c.cause, c.err
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
 	c.mu.Unlock()
+	runAll(left)
 	cancel()
 	wg.Wait()
 	c.pings.Wait() // ends at once: the connection is closed by now
@@ -753,7 +778,12 @@ func (w *writer) writeQueued() *stopped {
 	if more || w.pos < len(w.batch) {
 		w.beginBatch() // several frames due
 	}
-	if err := w.write(next.frame, next.kind); err != nil {
+	// Written, or copied into the batch: its bytes are no longer held.
+	err := w.write(next.frame, next.kind)
+	if next.left != nil {
+		next.left()
+	}
+	if err != nil {
 		return writeFailed(err)
 	}
 	return nil

@@ -242,3 +242,57 @@ func TestPeerResetIsClosedByPeer(t *testing.T) {
 	}
 	<-handlerDone
 }
+
+// SendThen's left runs once its frame has left the queue: after the write,
+// or when the queue is discarded at the end; never for a refused frame.
+func TestSendThenReportsTheFrameLeft(t *testing.T) {
+	left := make(chan string, 8)
+	leftFn := func(name string) func() { return func() { left <- name } }
+	leftNext := func() string {
+		t.Helper()
+		select {
+		case n := <-left:
+			return n
+		case <-time.After(5 * time.Second):
+			t.Fatal("left not called")
+			return ""
+		}
+	}
+	// Written.
+	c, p := pair(t, Config{QueueSize: 1, CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	done := run(c, func([]byte) onebot.Kind { return onebot.KindInvalid })
+	if !c.SendThen([]byte(`{"n":"a"}`), onebot.KindAPIRequest, leftFn("a")) {
+		t.Fatal("SendThen refused")
+	}
+	if b := recv(t, p); string(b) != `{"n":"a"}` {
+		t.Fatalf("got %s", b)
+	}
+	if n := leftNext(); n != "a" {
+		t.Fatalf("left %s, want a", n)
+	}
+	c.Close(DisconnectShutdown, nil)
+	<-done
+	<-p.Done
+
+	// Discarded (the writer is not running yet), or refused.
+	c, p = pair(t, Config{QueueSize: 2, CloseTimeout: time.Second, ReadLimit: 1 << 20})
+	for _, n := range []string{"b", "c"} {
+		if !c.SendThen([]byte(`{"n":"`+n+`"}`), onebot.KindAPIRequest, leftFn(n)) {
+			t.Fatal("SendThen refused")
+		}
+	}
+	if c.SendThen([]byte(`{"n":"d"}`), onebot.KindAPIRequest, leftFn("d")) {
+		t.Fatal("a third frame fit a queue of 2")
+	}
+	c.Close(DisconnectShutdown, nil)
+	if got := leftNext() + leftNext(); got != "bc" {
+		t.Errorf("left %s for the discarded frames, want bc", got)
+	}
+	<-run(c, func([]byte) onebot.Kind { return onebot.KindInvalid })
+	<-p.Done
+	select {
+	case n := <-left:
+		t.Errorf("left called for %s too", n)
+	default:
+	}
+}

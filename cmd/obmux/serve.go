@@ -128,11 +128,9 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	// The upstream's queue holds every caller's calls: each caller has at
 	// most OBMUX_API_MAX_INFLIGHT in flight, so this bound is only a guard;
-	// in bytes, the router keeps the calls in flight within QueueBytes, but
-	// a call that timed out may still have its frame queued behind a slow
-	// upstream (which the write timeout cuts): twice that is the guard.
+	// in bytes, the router counts every call (one that timed out too) until
+	// its frame has left this queue, within QueueBytes: it never refuses one.
 	upCfg.QueueSize = max(cfg.QueueSize, 1<<16)
-	upCfg.QueueBytes = 2 * cfg.QueueBytes
 	var err error
 	if sc.bus, err = newNATSBus(cfg, sc.router, sc.acct, mon, reg, log); err != nil {
 		return nil, err
