@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/obmux/obmux/internal/sim"
 )
 
 // The soak scenario's hostile peers (issue 13): the floods of its items 1,
@@ -52,12 +50,12 @@ func startFloods(fwd, metrics string) *floods {
 	auth := http.Header{"Authorization": {"Bearer " + soakToken}}
 	call := []byte(`{"action":"send_msg","params":{"message":"` + strings.Repeat("m", 1<<20) + `"},"echo":1}`)
 	echo := []byte(`{"echo":"` + strings.Repeat("e", 4<<20) + `"}`)
-	f.wg.Go(func() { unreadFlood(ctx, "ws://"+fwd+"/api", auth, call, &f.calls) })
-	f.wg.Go(func() { unreadFlood(ctx, "ws://"+fwd+"/", auth, echo, &f.echoes) })
-	f.wg.Go(func() { wrongTokenFlood(ctx, "http://"+fwd+"/", &f.wrong) })
+	f.wg.Go(func() { sim.UnreadFlood(ctx, "ws://"+fwd+"/api", auth, call, &f.calls) })
+	f.wg.Go(func() { sim.UnreadFlood(ctx, "ws://"+fwd+"/", auth, echo, &f.echoes) })
+	f.wg.Go(func() { sim.WrongTokenFlood(ctx, "http://"+fwd+"/", &f.wrong) })
 	for _, addr := range []string{fwd, metrics} {
 		for range soakBodyless {
-			f.wg.Go(func() { bodylessFlood(ctx, addr, &f.bodyless) })
+			f.wg.Go(func() { sim.BodylessFlood(ctx, addr, &f.bodyless) })
 		}
 	}
 	return f
@@ -90,55 +88,4 @@ func (f *floods) stop() {
 func (f *floods) String() string {
 	return fmt.Sprintf("%d calls of 1 MiB and %d frames with a 4 MiB echo never read, %d wrong-token requests, %d body-less requests",
 		f.calls.Load(), f.echoes.Load(), f.wrong.Load(), f.bodyless.Load())
-}
-
-// unreadFlood is a forward client that writes frame as fast as obmux reads
-// it and reads nothing, reconnecting when obmux closes it.
-func unreadFlood(ctx context.Context, url string, h http.Header, frame []byte, n *atomic.Int64) {
-	for ctx.Err() == nil {
-		ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: h})
-		if err != nil {
-			continue
-		}
-		for ctx.Err() == nil && ws.Write(ctx, websocket.MessageText, frame) == nil {
-			n.Add(1)
-		}
-		ws.CloseNow()
-	}
-}
-
-// wrongTokenFlood sends requests with a wrong token as fast as obmux
-// refuses them.
-func wrongTokenFlood(ctx context.Context, url string, n *atomic.Int64) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
-	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer wrong")
-		resp, err := client.Do(req)
-		if err != nil {
-			continue
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		n.Add(1)
-	}
-}
-
-// bodylessFlood holds a request without its body open on addr, opening the
-// next when obmux closes one (after OBMUX_HTTP_TIMEOUT).
-func bodylessFlood(ctx context.Context, addr string, n *atomic.Int64) {
-	for ctx.Err() == nil {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			continue
-		}
-		stop := context.AfterFunc(ctx, func() { c.Close() })
-		if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nContent-Length: 1000\r\n\r\n"); err == nil {
-			n.Add(1)
-			io.Copy(io.Discard, c)
-		}
-		stop()
-		c.Close()
-	}
 }

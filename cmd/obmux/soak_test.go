@@ -5,16 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/internal/sim"
 )
@@ -60,11 +56,14 @@ func TestSoakHostilePeersBesideHealthyOnes(t *testing.T) {
 	var floods sync.WaitGroup
 	var calls, echoes, wrong, bodyless atomic.Int64
 	floods.Go(func() { floodCalls(ctx, hostile, &calls) })
-	floods.Go(func() { floodEchoes(ctx, "ws://"+in.addrs.Forward+"/", auth, &echoes) })
-	floods.Go(func() { floodWrongTokens(ctx, "http://"+in.addrs.Forward+"/", &wrong) })
+	// Frames without an action and with a 4 MiB echo (each answered with a
+	// 1400), never reading the answers.
+	echo := []byte(`{"echo":"` + strings.Repeat("e", 4<<20) + `"}`)
+	floods.Go(func() { sim.UnreadFlood(ctx, "ws://"+in.addrs.Forward+"/", auth, echo, &echoes) })
+	floods.Go(func() { sim.WrongTokenFlood(ctx, "http://"+in.addrs.Forward+"/", &wrong) })
 	for _, addr := range []string{in.addrs.Forward, in.addrs.Metrics} {
 		for range 20 {
-			floods.Go(func() { floodBodyless(ctx, addr, &bodyless) })
+			floods.Go(func() { sim.BodylessFlood(ctx, addr, &bodyless) })
 		}
 	}
 	defer func() {
@@ -202,61 +201,5 @@ func floodCalls(ctx context.Context, tg *target, n *atomic.Int64) {
 				}
 			})
 		}
-	}
-}
-
-// floodEchoes is a hostile forward client: it sends frames without an action
-// and with a 4 MiB echo (each answered with a 1400) and reads nothing,
-// reconnecting when obmux closes it.
-func floodEchoes(ctx context.Context, url string, h http.Header, n *atomic.Int64) {
-	frame := []byte(`{"echo":"` + strings.Repeat("e", 4<<20) + `"}`)
-	for ctx.Err() == nil {
-		ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: h})
-		if err != nil {
-			continue
-		}
-		for ctx.Err() == nil {
-			if ws.Write(ctx, websocket.MessageText, frame) != nil {
-				break
-			}
-			n.Add(1)
-		}
-		ws.CloseNow()
-	}
-}
-
-// floodWrongTokens sends requests with a wrong token as fast as obmux
-// refuses them.
-func floodWrongTokens(ctx context.Context, url string, n *atomic.Int64) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
-	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer wrong")
-		resp, err := client.Do(req)
-		if err != nil {
-			continue
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		n.Add(1)
-	}
-}
-
-// floodBodyless holds a request without its body open on addr, opening the
-// next when obmux closes one.
-func floodBodyless(ctx context.Context, addr string, n *atomic.Int64) {
-	for ctx.Err() == nil {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			continue
-		}
-		stop := context.AfterFunc(ctx, func() { c.Close() })
-		if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nContent-Length: 1000\r\n\r\n"); err == nil {
-			n.Add(1)
-			io.Copy(io.Discard, c) // until obmux closes it
-		}
-		stop()
-		c.Close()
 	}
 }

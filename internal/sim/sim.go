@@ -1,6 +1,8 @@
 // Package sim simulates the OneBot programs around obmux, over real
 // WebSockets on 127.0.0.1: an implementation's forward-WS server, framework
-// reverse-WS servers and forward-WS clients. The demo and the tests use it.
+// reverse-WS servers and forward-WS clients, and the hostile peers of soak
+// runs (UnreadFlood and the others). The demo, the benchmark and the tests
+// use it.
 package sim
 
 import (
