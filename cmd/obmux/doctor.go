@@ -458,15 +458,39 @@ func (p *doctorPeer) call(ctx context.Context, req, echo string) ([]byte, error)
 	if err := p.send(ctx, []byte(req)); err != nil {
 		return nil, err
 	}
+	return p.await(ctx, func(b []byte) bool {
+		var f struct {
+			Echo string `json:"echo"`
+		}
+		return json.Unmarshal(b, &f) == nil && f.Echo == echo
+	})
+}
+
+// selfID returns the self_id of the first frame that has one (within 5 s),
+// or 0.
+func (p *doctorPeer) selfID(ctx context.Context) int64 {
+	var id int64
+	p.await(ctx, func(b []byte) bool {
+		var f struct {
+			SelfID int64 `json:"self_id"`
+		}
+		if json.Unmarshal(b, &f) == nil && f.SelfID > 0 {
+			id = f.SelfID
+		}
+		return id > 0
+	})
+	return id
+}
+
+// await returns the first frame that match accepts, waiting at most 5 s
+// and until the connection ends.
+func (p *doctorPeer) await(ctx context.Context, match func(b []byte) bool) ([]byte, error) {
 	timer := time.NewTimer(5 * time.Second)
 	defer timer.Stop()
 	for {
 		select {
 		case b := <-p.frames:
-			var f struct {
-				Echo string `json:"echo"`
-			}
-			if json.Unmarshal(b, &f) == nil && f.Echo == echo {
+			if match(b) {
 				return b, nil
 			}
 		case <-p.done:
@@ -475,30 +499,6 @@ func (p *doctorPeer) call(ctx context.Context, req, echo string) ([]byte, error)
 			return nil, errors.New("no answer within 5s")
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		}
-	}
-}
-
-// selfID returns the self_id of the first frame that has one (within 5 s),
-// or 0.
-func (p *doctorPeer) selfID(ctx context.Context) int64 {
-	timer := time.NewTimer(5 * time.Second)
-	defer timer.Stop()
-	for {
-		select {
-		case b := <-p.frames:
-			var f struct {
-				SelfID int64 `json:"self_id"`
-			}
-			if json.Unmarshal(b, &f) == nil && f.SelfID > 0 {
-				return f.SelfID
-			}
-		case <-p.done:
-			return 0
-		case <-timer.C:
-			return 0
-		case <-ctx.Done():
-			return 0
 		}
 	}
 }
