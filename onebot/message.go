@@ -119,6 +119,24 @@ func ConvertEvent(b []byte, msg, mf Span, to MessageFormat) ([]byte, error) {
 	return apply(b, messageEdits(buf[:0], b, msg, mf, to), to)
 }
 
+// MessageSpans returns the spans of event b's top-level "message" and
+// "message_format" values, as ConvertEvent takes them (invalid where b has
+// none), and Members' error when b is not a JSON object it can walk. It
+// scans b once; a relay converting every event finds them with its
+// Extractor instead.
+func MessageSpans(b []byte) (msg, mf Span, err error) {
+	err = Members(b, func(key []byte, _, val Span) error {
+		switch string(key) {
+		case "message":
+			msg = val
+		case "message_format":
+			mf = val
+		}
+		return nil
+	})
+	return msg, mf, err
+}
+
 // Actions whose responses carry messages that ConvertResponse converts.
 const (
 	ActionGetMsg        = "get_msg"

@@ -8,19 +8,11 @@ import (
 	"testing"
 )
 
-// convertEvent is ConvertEvent with the spans found by Members.
+// convertEvent is ConvertEvent with the spans found by MessageSpans.
 func convertEvent(t testing.TB, b []byte, to MessageFormat) ([]byte, error) {
 	t.Helper()
-	var msg, mf Span
-	if err := Members(b, func(key []byte, _, val Span) error {
-		switch string(key) {
-		case "message":
-			msg = val
-		case "message_format":
-			mf = val
-		}
-		return nil
-	}); err != nil {
+	msg, mf, err := MessageSpans(b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return ConvertEvent(b, msg, mf, to)
@@ -37,6 +29,24 @@ func decodeMap(t testing.TB, b []byte) map[string]any {
 
 // The text sample in string form is the string sample, and back; only
 // message and message_format change, raw_message is kept byte for byte.
+// MessageSpans finds the top-level message and message_format only (not a
+// reply's inside data), leaves a missing one invalid, and refuses what is
+// not an object.
+func TestMessageSpans(t *testing.T) {
+	b := []byte(`{"data":{"message":"no"},"message":[{"type":"text","data":{"text":"hi"}}],"message_format":"array"}`)
+	msg, mf, err := MessageSpans(b)
+	if err != nil || string(Raw(b, msg)) != `[{"type":"text","data":{"text":"hi"}}]` || string(Raw(b, mf)) != `"array"` {
+		t.Errorf("got %q, %q, %v", Raw(b, msg), Raw(b, mf), err)
+	}
+	b = []byte(`{"message":"hi"}`)
+	if msg, mf, err := MessageSpans(b); err != nil || string(Raw(b, msg)) != `"hi"` || mf.Valid() {
+		t.Errorf("without message_format: %q, %v, %v", Raw(b, msg), mf, err)
+	}
+	if _, _, err := MessageSpans([]byte(`[1]`)); err == nil {
+		t.Error("an array accepted")
+	}
+}
+
 func TestConvertEventSamples(t *testing.T) {
 	s := samples(t)
 	arr, str := s["events_group_message_text.json"], s["events_group_message_string.json"]
@@ -143,16 +153,10 @@ func TestParseMessageFormat(t *testing.T) {
 func BenchmarkConvertEvent(b *testing.B) {
 	for name, ev := range messageSamples(b) {
 		ev = compact(b, ev)
-		var msg, mf Span
-		Members(ev, func(key []byte, _, val Span) error {
-			switch string(key) {
-			case "message":
-				msg = val
-			case "message_format":
-				mf = val
-			}
-			return nil
-		})
+		msg, mf, err := MessageSpans(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
 		to := FormatString
 		if FormatOf(ev, msg) == FormatString {
 			to = FormatArray

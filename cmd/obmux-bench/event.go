@@ -124,18 +124,12 @@ func stringEventSize(size int) (int, error) {
 		return 0, err
 	}
 	// Stamped as sent: the unstamped slots are zeros, which JSON (and so
-	// onebot.Members) refuses as numbers with leading zeros.
+	// onebot.MessageSpans) refuses as numbers with leading zeros.
 	e.stamp(1, 1)
-	var msg, mf onebot.Span
-	onebot.Members(e.buf, func(key []byte, _, val onebot.Span) error {
-		switch string(key) {
-		case "message":
-			msg = val
-		case "message_format":
-			mf = val
-		}
-		return nil
-	})
+	msg, mf, err := onebot.MessageSpans(e.buf)
+	if err != nil {
+		return 0, fmt.Errorf("the bench event is not a JSON object: %w", err)
+	}
 	out, err := onebot.ConvertEvent(e.buf, msg, mf, onebot.FormatString)
 	if err != nil || out == nil {
 		return 0, fmt.Errorf("the bench event does not convert to a string message: %v", err)
