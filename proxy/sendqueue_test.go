@@ -99,6 +99,14 @@ func (w *wire) await(t *testing.T, n int) []string {
 	return append([]string(nil), w.frames...)
 }
 
+// newSendRig returns a router with limits (and a minute's timeout) whose
+// upstream is a wire, and two callers of it, a and b.
+func newSendRig(limits Limits) (*Router, *wire, *testCaller, *testCaller) {
+	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
+	r := NewRouter(time.Minute, limits, testLog())
+	return r, newWire(r), newCaller(mon, "a"), newCaller(mon, "b")
+}
+
 func request(t testing.TB, r *Router, c Caller, action, echo string) {
 	t.Helper()
 	b := []byte(`{"action":"` + action + `","params":{"message":"x"},"echo":"` + echo + `"}`)
@@ -250,10 +258,7 @@ func TestSendRateTimeout(t *testing.T) {
 // The sends queued for a caller that went away are never sent; the others'
 // still go, at the rate.
 func TestSendQueueCallerGone(t *testing.T) {
-	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
-	r := NewRouter(time.Minute, Limits{Calls: 10, Send: SendLimit{Rate: 50, Burst: 1, Actions: sendActions, Spec: "50/s"}}, testLog())
-	w := newWire(r)
-	a, b := newCaller(mon, "a"), newCaller(mon, "b")
+	r, w, a, b := newSendRig(Limits{Calls: 10, Send: SendLimit{Rate: 50, Burst: 1, Actions: sendActions, Spec: "50/s"}})
 	for i := range 5 {
 		request(t, r, a, "send_msg", fmt.Sprint("a", i))
 		request(t, r, b, "send_msg", fmt.Sprint("b", i))
@@ -297,10 +302,7 @@ func TestSendQueueCallerGone(t *testing.T) {
 // Queued sends are answered 1502 at once, exactly once, when the upstream
 // drops.
 func TestSendQueueCallerGoneAndUpstreamDown(t *testing.T) {
-	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
-	r := NewRouter(time.Minute, Limits{Calls: 10, Send: SendLimit{Rate: 1.0 / 3600, Burst: 1, Actions: sendActions, Spec: "1/h"}}, testLog())
-	w := newWire(r)
-	a, b := newCaller(mon, "a"), newCaller(mon, "b")
+	r, w, a, b := newSendRig(Limits{Calls: 10, Send: SendLimit{Rate: 1.0 / 3600, Burst: 1, Actions: sendActions, Spec: "1/h"}})
 	for i := range 5 {
 		request(t, r, a, "send_msg", fmt.Sprint("a", i))
 		request(t, r, b, "send_msg", fmt.Sprint("b", i))
@@ -337,10 +339,7 @@ func TestSendQueueCallerGoneAndUpstreamDown(t *testing.T) {
 // With real timing: a caller's flood goes out at the rate, in order, and
 // another caller's single send arriving meanwhile goes within one turn.
 func TestSendQueueFair(t *testing.T) {
-	mon := health.NewMonitor(health.NewMetrics(nil, "test"))
-	r := NewRouter(time.Minute, Limits{Calls: 100, Send: SendLimit{Rate: 100, Burst: 1, Actions: sendActions, Spec: "100/s"}}, testLog())
-	w := newWire(r)
-	a, b := newCaller(mon, "a"), newCaller(mon, "b")
+	r, w, a, b := newSendRig(Limits{Calls: 100, Send: SendLimit{Rate: 100, Burst: 1, Actions: sendActions, Spec: "100/s"}})
 	for i := range 30 {
 		request(t, r, a, "send_msg", fmt.Sprint("a", i))
 	}
