@@ -54,6 +54,23 @@ func TestEventLayout(t *testing.T) {
 	}
 }
 
+// runBench runs benchMain with args (given at most two minutes) and
+// returns its JSON report and its stdout and stderr as printed; a non-zero
+// exit or a stdout that is not a report fails t.
+func runBench(t *testing.T, args ...string) (rep report, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if code := benchMain(ctx, args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out.String())
+	}
+	return rep, out.String(), errOut.String()
+}
+
 // TestSmoke runs a tiny suite through both relays, the real obmux binary
 // and the baseline child, and checks that it reports every event delivered
 // in order. It asserts nothing about speed.
@@ -61,24 +78,14 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs obmux")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	code := benchMain(ctx, []string{"-json", "-run", "throughput,latency,stuck,filter,format", "-targets", "2", "-sizes", "300", "-events", "200",
+	rep, out, errOut := runBench(t, "-json", "-run", "throughput,latency,stuck,filter,format", "-targets", "2", "-sizes", "300", "-events", "200",
 		"-latency-targets", "3", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms", "-stuck-duration", "300ms",
-		"-stuck-policies", "disconnect", "-filter-targets", "3", "-filter-sizes", "300", "-filter-rounds", "1"}, &out, &errOut)
-	if code != 0 {
-		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
-	}
-	var rep report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("bad JSON: %v\n%s", err, out.String())
-	}
+		"-stuck-policies", "disconnect", "-filter-targets", "3", "-filter-sizes", "300", "-filter-rounds", "1")
 	// throughput and latency through both relays, stuck through obmux and
 	// the baseline, filter and format through obmux twice each (without
 	// and with GROUPS, MESSAGE_FORMAT)
 	if len(rep.Results) != 10 || rep.Failed {
-		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
+		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out)
 	}
 	relays := map[string]int{}
 	for _, r := range rep.Results {
@@ -103,8 +110,8 @@ func TestSmoke(t *testing.T) {
 	if relays["obmux"] != 7 || relays["baseline"] != 3 {
 		t.Errorf("runs per relay: %v", relays)
 	}
-	if !bytes.Contains(errOut.Bytes(), []byte("10/10]")) {
-		t.Errorf("no progress on stderr:\n%s", errOut.String())
+	if !strings.Contains(errOut, "10/10]") {
+		t.Errorf("no progress on stderr:\n%s", errOut)
 	}
 }
 
@@ -115,20 +122,10 @@ func TestSoakSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs obmux")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	code := benchMain(ctx, []string{"-json", "-run", "soak", "-relays", "obmux", "-soak-targets", "2", "-soak-rounds", "1",
-		"-events", "200"}, &out, &errOut)
-	if code != 0 {
-		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
-	}
-	var rep report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("bad JSON: %v\n%s", err, out.String())
-	}
+	rep, out, _ := runBench(t, "-json", "-run", "soak", "-relays", "obmux", "-soak-targets", "2", "-soak-rounds", "1",
+		"-events", "200")
 	if len(rep.Results) != 2 || rep.Failed || rep.Results[0].Scenario.Hostile || !rep.Results[1].Scenario.Hostile {
-		t.Fatalf("want a quiet and a hostile run:\n%s", out.String())
+		t.Fatalf("want a quiet and a hostile run:\n%s", out)
 	}
 	for _, r := range rep.Results {
 		if r.Sent != 200 || r.Lost != 0 || r.Disorder != 0 || r.PeakRSS == 0 || r.PeakRSS > soakBound() {
@@ -236,20 +233,10 @@ func TestSmokeNATS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs obmux")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	code := benchMain(ctx, []string{"-json", "-relays", "obmux-nats", "-run", "throughput,latency", "-targets", "2", "-sizes", "300",
-		"-events", "200", "-latency-targets", "2", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms"}, &out, &errOut)
-	if code != 0 {
-		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
-	}
-	var rep report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("bad JSON: %v\n%s", err, out.String())
-	}
+	rep, out, _ := runBench(t, "-json", "-relays", "obmux-nats", "-run", "throughput,latency", "-targets", "2", "-sizes", "300",
+		"-events", "200", "-latency-targets", "2", "-rate", "1000", "-warmup", "100ms", "-latency-duration", "300ms")
 	if len(rep.Results) != 2 || rep.Failed {
-		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out.String())
+		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out)
 	}
 	for _, r := range rep.Results {
 		if r.Relay != natsRelay || r.EventsPerSec == 0 || r.Lost != 0 {
