@@ -20,6 +20,21 @@ func warnings(log, msg, reason string) int {
 	return n
 }
 
+// checkDroppedInvalid checks that in counted n frames from the peer name
+// dropped as invalid and n as invalid_utf8, and logged each reason at warn
+// once, with msg.
+func checkDroppedInvalid(t *testing.T, in *instance, name, msg string, n float64) {
+	t.Helper()
+	for _, reason := range []string{"invalid", "invalid_utf8"} {
+		if got := in.metric("obmux_dropped_frames_total", "name="+name, "reason="+reason); got != n {
+			t.Errorf("%s = %v, want %v", reason, got, n)
+		}
+		if w := warnings(in.log.String(), msg, reason); w != 1 {
+			t.Errorf("reason %s logged at warn %d times, want once", reason, w)
+		}
+	}
+}
+
 // Issue 13, item 9: from a bot, a frame with an invalid JSON literal or
 // invalid UTF-8 is answered with 1400 (valid JSON, valid UTF-8, with the
 // caller's echo) and never reaches the upstream; each reason is logged once
@@ -59,18 +74,7 @@ func TestInvalidLiteralsAndUTF8FromBots(t *testing.T) {
 			t.Errorf("the upstream got %q", r)
 		}
 	}
-	if got := in.metric("obmux_dropped_frames_total", "name=a", "reason=invalid"); got != 3 {
-		t.Errorf("invalid = %v, want 3", got)
-	}
-	if got := in.metric("obmux_dropped_frames_total", "name=a", "reason=invalid_utf8"); got != 3 {
-		t.Errorf("invalid_utf8 = %v, want 3", got)
-	}
-	log := in.log.String()
-	for _, reason := range []string{"invalid", "invalid_utf8"} {
-		if n := warnings(log, "frame from a peer answered with 1400", reason); n != 1 {
-			t.Errorf("reason %s logged at warn %d times, want once", reason, n)
-		}
-	}
+	checkDroppedInvalid(t, in, "a", "frame from a peer answered with 1400", 3)
 }
 
 // Issue 13, item 9: from the upstream, an event with an invalid literal or
@@ -99,16 +103,5 @@ func TestInvalidLiteralsAndUTF8FromUpstream(t *testing.T) {
 	if got := nextEvent(t, p); !bytes.Equal(got, good) {
 		t.Fatalf("target got %q, want the valid event", got)
 	}
-	if got := in.metric("obmux_dropped_frames_total", "name=upstream", "reason=invalid"); got != 2 {
-		t.Errorf("invalid = %v, want 2", got)
-	}
-	if got := in.metric("obmux_dropped_frames_total", "name=upstream", "reason=invalid_utf8"); got != 2 {
-		t.Errorf("invalid_utf8 = %v, want 2", got)
-	}
-	log := in.log.String()
-	for _, reason := range []string{"invalid", "invalid_utf8"} {
-		if n := warnings(log, "frame from the upstream dropped: not a valid OneBot frame", reason); n != 1 {
-			t.Errorf("reason %s logged at warn %d times, want once", reason, n)
-		}
-	}
+	checkDroppedInvalid(t, in, "upstream", "frame from the upstream dropped: not a valid OneBot frame", 2)
 }
