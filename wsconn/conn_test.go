@@ -23,14 +23,21 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// pair returns a Conn dialed to a simulated peer.
-func pair(t *testing.T, cfg Config) (*Conn, *sim.Peer) {
+// listen returns a simulated peer's server on 127.0.0.1, closed when t ends.
+func listen(t *testing.T) *sim.Server {
 	t.Helper()
 	srv, err := sim.Listen("127.0.0.1:0", "/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
+	return srv
+}
+
+// pair returns a Conn dialed to a simulated peer.
+func pair(t *testing.T, cfg Config) (*Conn, *sim.Peer) {
+	t.Helper()
+	srv := listen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ws, raw, err := Dial(ctx, srv.URL, nil)

@@ -13,7 +13,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/obmux/obmux/health"
-	"github.com/obmux/obmux/internal/sim"
 	"github.com/obmux/obmux/onebot"
 )
 
@@ -71,11 +70,7 @@ func testRedial(url string, log logRecords) (*Redial, *health.Monitor) {
 // Redial dials with the headers it is given, serves each connection, logs
 // its end at warn with the close hint, and dials again.
 func TestRedialServesAndRedials(t *testing.T) {
-	srv, err := sim.Listen("127.0.0.1:0", "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := listen(t)
 	log := make(logRecords, 100)
 	r, _ := testRedial(srv.URL, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -145,11 +140,7 @@ func TestRedialLogsARepeatedFailureOnce(t *testing.T) {
 // once is a failed dial (its RefusedError logged once, then at debug; no
 // "disconnected"); one lost without a close frame is an ordinary end.
 func TestRedialRefusedIsAFailedDial(t *testing.T) {
-	srv, err := sim.Listen("127.0.0.1:0", "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := listen(t)
 	log := make(logRecords, 100)
 	r, mon := testRedial(srv.URL, log)
 	r.RefusedHint = func(err *RefusedError) string { return "refused hint " + err.Reason }
