@@ -43,59 +43,59 @@ func readEnvFile(t *testing.T, path string) envFile {
 	return ef
 }
 
+// eachEnvFile runs check on every file pattern matches (there must be one
+// at least), each in a subtest named after the file.
+func eachEnvFile(t *testing.T, pattern string, check func(t *testing.T, ef envFile)) {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no %s: %v", pattern, err)
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) { check(t, readEnvFile(t, path)) })
+	}
+}
+
 // Every testdata/invalid-*.env fails to load with exactly the problems its
 // "# want:" lines name, one each, in one error, and shows none of its
 // secrets (blackbox_exporter keeps its bad configurations the same way).
 func TestInvalidConfigurations(t *testing.T) {
-	files, err := filepath.Glob("testdata/invalid-*.env")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata/invalid-*.env: %v", err)
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			ef := readEnvFile(t, path)
-			if len(ef.want) == 0 {
-				t.Fatal("no # want: line")
+	eachEnvFile(t, "testdata/invalid-*.env", func(t *testing.T, ef envFile) {
+		if len(ef.want) == 0 {
+			t.Fatal("no # want: line")
+		}
+		_, err := Load(ef.environ)
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("Load: %v, want an *Error", err)
+		}
+		for _, s := range ef.secret {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("the error shows the secret %q:\n%v", s, err)
 			}
-			_, err := Load(ef.environ)
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load: %v, want an *Error", err)
+		}
+		left := append([]string(nil), ce.problems...)
+		for _, w := range ef.want {
+			i := indexPrefix(left, w)
+			if i < 0 {
+				t.Errorf("no problem starts with %q", w)
+				continue
 			}
-			for _, s := range ef.secret {
-				if strings.Contains(err.Error(), s) {
-					t.Errorf("the error shows the secret %q:\n%v", s, err)
-				}
-			}
-			left := append([]string(nil), ce.problems...)
-			for _, w := range ef.want {
-				i := indexPrefix(left, w)
-				if i < 0 {
-					t.Errorf("no problem starts with %q", w)
-					continue
-				}
-				left = append(left[:i], left[i+1:]...)
-			}
-			for _, p := range left {
-				t.Errorf("problem not in the file's # want: lines: %s", p)
-			}
-		})
-	}
+			left = append(left[:i], left[i+1:]...)
+		}
+		for _, p := range left {
+			t.Errorf("problem not in the file's # want: lines: %s", p)
+		}
+	})
 }
 
 // Every testdata/valid-*.env loads.
 func TestValidConfigurations(t *testing.T) {
-	files, err := filepath.Glob("testdata/valid-*.env")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata/valid-*.env: %v", err)
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			if _, err := Load(readEnvFile(t, path).environ); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	eachEnvFile(t, "testdata/valid-*.env", func(t *testing.T, ef envFile) {
+		if _, err := Load(ef.environ); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 func indexPrefix(list []string, prefix string) int {
