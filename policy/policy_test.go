@@ -106,11 +106,7 @@ func BenchmarkIngestAndCheck(b *testing.B) {
 	for i := range 10 {
 		ps = append(ps, parse(b, map[string]string{"GROUPS": strconv.Itoa(100 + i)}))
 	}
-	in := NewIngest(ps...)
-	var checks []*Check
-	for _, p := range ps {
-		checks = append(checks, in.Check(p))
-	}
+	in, checks := ingestChecks(ps)
 	ev := []byte(groupMsg)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -218,11 +214,7 @@ func BenchmarkIngestFormats(b *testing.B) {
 		}
 		ps = append(ps, parse(b, map[string]string{"GROUPS": strconv.Itoa(111 + i%2), "MESSAGE_FORMAT": f}))
 	}
-	in := NewIngest(ps...)
-	var checks []*Check
-	for _, p := range ps {
-		checks = append(checks, in.Check(p))
-	}
+	in, checks := ingestChecks(ps)
 	ev := []byte(arrayMsg)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -233,4 +225,14 @@ func BenchmarkIngestFormats(b *testing.B) {
 			}
 		}
 	}
+}
+
+// ingestChecks returns the Ingest of ps and the Check of each, in order.
+func ingestChecks(ps []*Policy) (*Ingest, []*Check) {
+	in := NewIngest(ps...)
+	checks := make([]*Check, len(ps))
+	for i, p := range ps {
+		checks[i] = in.Check(p)
+	}
+	return in, checks
 }
