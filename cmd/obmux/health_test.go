@@ -148,6 +148,29 @@ func TestKeepaliveTimeoutRedials(t *testing.T) {
 	u1.Close()
 }
 
+// lastFrame returns the last frame p read before its connection ended
+// (nil if none), waiting for the end.
+func lastFrame(p *sim.Peer) []byte {
+	var last []byte
+	for f := range p.Frames {
+		last = f
+	}
+	return last
+}
+
+// checkTargetShutDown checks that the target connection p (named name) got
+// lifecycle disable as its last frame, then close 1001 "obmux shutting
+// down".
+func checkTargetShutDown(t *testing.T, name string, p *sim.Peer) {
+	t.Helper()
+	if last := lastFrame(p); !bytes.Contains(last, []byte(`"meta_event_type":"lifecycle","sub_type":"disable"`)) {
+		t.Errorf("target %s: last frame before the close is not lifecycle disable: %s", name, last)
+	}
+	if p.CloseStatus() != websocket.StatusGoingAway || !strings.Contains(p.Err.Error(), "obmux shutting down") {
+		t.Errorf("target %s closed with %v, want 1001", name, p.Err)
+	}
+}
+
 // On shutdown every target gets lifecycle disable, then close 1001, and obmux
 // returns within the shutdown timeout.
 func TestShutdownSendsDisableThenClose(t *testing.T) {
@@ -158,18 +181,8 @@ func TestShutdownSendsDisableThenClose(t *testing.T) {
 	u := up.connected()
 	pa, pb := a.accept(), b.accept()
 	took := in.stop()
-	for _, p := range []*sim.Peer{pa, pb} {
-		var last []byte
-		for b := range p.Frames {
-			last = b
-		}
-		if !bytes.Contains(last, []byte(`"meta_event_type":"lifecycle","sub_type":"disable"`)) {
-			t.Errorf("last frame before close: %s", last)
-		}
-		if p.CloseStatus() != websocket.StatusGoingAway || !strings.Contains(p.Err.Error(), "obmux shutting down") {
-			t.Errorf("closed with %v", p.Err)
-		}
-	}
+	checkTargetShutDown(t, "a", pa)
+	checkTargetShutDown(t, "b", pb)
 	<-u.Done
 	if u.CloseStatus() != websocket.StatusGoingAway {
 		t.Errorf("upstream closed with %v", u.Err)
@@ -266,11 +279,7 @@ func TestSelfIDChangeRedialsTargets(t *testing.T) {
 	up2 := newUpstream(t, addr)
 	up2.selfID.Store(30003)
 	up2.connected()
-	var last []byte
-	for b := range p.Frames {
-		last = b
-	}
-	if !bytes.Contains(last, []byte(`"self_id":10001,"post_type":"meta_event","meta_event_type":"lifecycle","sub_type":"disable"`)) {
+	if last := lastFrame(p); !bytes.Contains(last, []byte(`"self_id":10001,"post_type":"meta_event","meta_event_type":"lifecycle","sub_type":"disable"`)) {
 		t.Errorf("last frame before close: %s", last)
 	}
 	p2 := tg.accept()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,18 +117,8 @@ func TestShutdownWithBodylessRequestsOpen(t *testing.T) {
 		return in.metric("obmux_connection_up", "role=client") == 1
 	})
 	took := in.stop()
-	for name, p := range map[string]*sim.Peer{"a": pa, "b": pb} {
-		var last []byte
-		for f := range p.Frames {
-			last = f
-		}
-		if !bytes.Contains(last, []byte(`"meta_event_type":"lifecycle","sub_type":"disable"`)) {
-			t.Errorf("target %s: last frame before the close is not lifecycle disable: %s", name, last)
-		}
-		if p.CloseStatus() != websocket.StatusGoingAway || !strings.Contains(p.Err.Error(), "obmux shutting down") {
-			t.Errorf("target %s closed with %v, want 1001", name, p.Err)
-		}
-	}
+	checkTargetShutDown(t, "a", pa)
+	checkTargetShutDown(t, "b", pb)
 	client.drain()
 	client.checkClosedForShutdown()
 	<-u.Done
