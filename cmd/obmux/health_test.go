@@ -171,6 +171,16 @@ func checkTargetShutDown(t *testing.T, name string, p *sim.Peer) {
 	}
 }
 
+// checkUpstreamShutDown waits for the upstream connection u to end and
+// checks that obmux closed it with 1001.
+func checkUpstreamShutDown(t *testing.T, u *sim.Peer) {
+	t.Helper()
+	<-u.Done
+	if u.CloseStatus() != websocket.StatusGoingAway {
+		t.Errorf("upstream closed with %v, want 1001", u.Err)
+	}
+}
+
 // On shutdown every target gets lifecycle disable, then close 1001, and obmux
 // returns within the shutdown timeout.
 func TestShutdownSendsDisableThenClose(t *testing.T) {
@@ -183,10 +193,7 @@ func TestShutdownSendsDisableThenClose(t *testing.T) {
 	took := in.stop()
 	checkTargetShutDown(t, "a", pa)
 	checkTargetShutDown(t, "b", pb)
-	<-u.Done
-	if u.CloseStatus() != websocket.StatusGoingAway {
-		t.Errorf("upstream closed with %v", u.Err)
-	}
+	checkUpstreamShutDown(t, u)
 	if took > 3*time.Second {
 		t.Errorf("shutdown took %v", took)
 	}

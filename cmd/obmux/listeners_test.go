@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
 
 	"github.com/obmux/obmux/internal/sim"
@@ -121,10 +120,7 @@ func TestShutdownWithBodylessRequestsOpen(t *testing.T) {
 	checkTargetShutDown(t, "b", pb)
 	client.drain()
 	client.checkClosedForShutdown()
-	<-u.Done
-	if u.CloseStatus() != websocket.StatusGoingAway {
-		t.Errorf("upstream closed with %v, want 1001", u.Err)
-	}
+	checkUpstreamShutDown(t, u)
 	t.Logf("shutdown took %v", took)
 	if took > 3*time.Second {
 		t.Errorf("shutdown took %v with requests open, want well under OBMUX_SHUTDOWN_TIMEOUT=5s", took)
