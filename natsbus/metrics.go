@@ -8,6 +8,8 @@ type Metrics struct {
 	published prometheus.Counter
 	errors    prometheus.Counter
 	dropped   *prometheus.CounterVec
+	// The children of dropped, bound once.
+	droppedFull, droppedLarge prometheus.Counter
 }
 
 // Why an event was not published: the reason label of obmux_nats_dropped_total.
@@ -30,8 +32,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events not published, by reason: buffer_full (NATS away longer than OBMUX_NATS_BUFFER_BYTES holds), too_large (over the server's max_payload)."},
 			[]string{"reason"}),
 	}
-	m.dropped.WithLabelValues(dropBufferFull)
-	m.dropped.WithLabelValues(dropTooLarge)
+	m.droppedFull = m.dropped.WithLabelValues(dropBufferFull)
+	m.droppedLarge = m.dropped.WithLabelValues(dropTooLarge)
 	reg.MustRegister(m.connected, m.published, m.errors, m.dropped)
 	return m
 }

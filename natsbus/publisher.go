@@ -69,10 +69,14 @@ type Publisher struct {
 	empty    chan struct{} // closed when the buffer is next empty; nil: none asked
 }
 
+// entry is one event waiting for its acknowledgement. Its subject is made
+// when it is first published, on the publisher's goroutine, so that the
+// upstream's reader only appends it.
 type entry struct {
-	id, subject string
-	data        []byte
-	at          time.Time
+	seq     uint64 // its message id is boot-seq
+	subject string // "" until first published
+	data    []byte
+	at      time.Time
 }
 
 // NewPublisher returns a Publisher on nc and registers its buffer gauges.
@@ -108,14 +112,10 @@ func (p *Publisher) Buffered() (events int, bytes int64, lag time.Duration) {
 	return len(p.buf), p.bytes, lag
 }
 
-// Event queues an upstream event frame for publishing; meta events are
-// skipped. b is kept until JetStream acknowledged it and must not change.
-func (p *Publisher) Event(b []byte) {
-	subject, ok := EventSubject(p.selfID.Load(), b)
-	if ok {
-		p.add(subject, b)
-	}
-}
+// Event queues an upstream event frame for publishing (a meta event is
+// skipped when its turn comes). It never blocks and does not read b: b is
+// kept until JetStream acknowledged it and must not change.
+func (p *Publisher) Event(b []byte) { p.add("", b) }
 
 // status queues the account's state on its status subject.
 func (p *Publisher) status(st health.AccountState) {
@@ -136,7 +136,7 @@ func (p *Publisher) add(subject string, b []byte) {
 		first := !p.overflow
 		p.overflow = true
 		p.mu.Unlock()
-		p.m.dropped.WithLabelValues(dropBufferFull).Inc()
+		p.m.droppedFull.Inc()
 		if first {
 			p.log.Warn("NATS buffer full: events are not published until JetStream acknowledges the waiting ones",
 				"events", p.cfg.BufferEvents, "bytes", p.cfg.BufferBytes)
@@ -145,7 +145,7 @@ func (p *Publisher) add(subject string, b []byte) {
 	}
 	p.overflow = false
 	p.seq++
-	p.buf = append(p.buf, entry{id: p.boot + "-" + strconv.FormatUint(p.seq, 10), subject: subject, data: b, at: time.Now()})
+	p.buf = append(p.buf, entry{seq: p.seq, subject: subject, data: b, at: time.Now()})
 	p.bytes += int64(len(b))
 	p.mu.Unlock()
 	select {
@@ -224,17 +224,33 @@ func (p *Publisher) fill(futures []jetstream.PubAckFuture) ([]jetstream.PubAckFu
 			p.mu.Unlock()
 			break
 		}
-		e := p.buf[len(futures)]
+		i := len(futures)
+		e := p.buf[i]
 		p.mu.Unlock()
+		if e.subject == "" {
+			subject, ok := EventSubject(p.selfID.Load(), e.data)
+			if !ok {
+				if i > 0 {
+					break // skipped once it is the oldest, so that order holds
+				}
+				p.pop() // a meta event: not published
+				continue
+			}
+			e.subject = subject
+			p.mu.Lock()
+			p.buf[i].subject = subject // kept for a publish again
+			p.mu.Unlock()
+		}
 		if limit := p.nc.MaxPayload(); limit > 0 && int64(len(e.data)) > limit {
-			if len(futures) > 0 {
+			if i > 0 {
 				break // dropped once it is the oldest, so that order holds
 			}
 			p.tooLarge(e, limit)
 			continue
 		}
 		msg := &nats.Msg{Subject: e.subject, Data: e.data, Header: nats.Header{}}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.id), jetstream.WithExpectStream(p.cfg.Stream))
+		id := p.boot + "-" + strconv.FormatUint(e.seq, 10)
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.cfg.Stream))
 		if err != nil {
 			return futures, err
 		}
@@ -245,7 +261,7 @@ func (p *Publisher) fill(futures []jetstream.PubAckFuture) ([]jetstream.PubAckFu
 
 // tooLarge drops the oldest event, e, which the server would refuse.
 func (p *Publisher) tooLarge(e entry, limit int64) {
-	p.m.dropped.WithLabelValues(dropTooLarge).Inc()
+	p.m.droppedLarge.Inc()
 	level := slog.LevelWarn
 	if p.largeWarned.Swap(true) {
 		level = slog.LevelDebug

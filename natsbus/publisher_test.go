@@ -245,7 +245,7 @@ func TestBufferFullDropsAndCounts(t *testing.T) {
 	if n, _, _ := p.Buffered(); n != 10 {
 		t.Errorf("buffered %d, want 10", n)
 	}
-	if v := testutil.ToFloat64(p.m.dropped.WithLabelValues(dropBufferFull)); v != 15 {
+	if v := testutil.ToFloat64(p.m.droppedFull); v != 15 {
 		t.Errorf("obmux_nats_dropped_total{reason=buffer_full} = %v, want 15", v)
 	}
 	if n := strings.Count(p.log.String(), "NATS buffer full"); n != 1 {
@@ -272,7 +272,7 @@ func TestTooLargeIsDroppedNotStuck(t *testing.T) {
 	if len(got) != 2 || got[1].Subject() != "onebot.1.event.notice.b" {
 		t.Fatalf("stored %d messages", len(got))
 	}
-	if v := testutil.ToFloat64(p.m.dropped.WithLabelValues(dropTooLarge)); v != 1 {
+	if v := testutil.ToFloat64(p.m.droppedLarge); v != 1 {
 		t.Errorf("obmux_nats_dropped_total{reason=too_large} = %v, want 1", v)
 	}
 }

@@ -88,8 +88,14 @@ func printNATS(t *table) {
 		if s.Kind == "latency" {
 			what = "latency @" + si(s.Rate) + "/s"
 		}
+		lat := func(r *result) string {
+			if s.Kind != "latency" {
+				return "-"
+			}
+			return col(r, p99)
+		}
 		fmt.Fprintf(t.tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", what, s.Targets, sizeName(s.Size),
 			col(d, evs), col(n, evs), ratio(n, d, func(r *result) float64 { return r.EventsPerSec }),
-			col(d, p99), col(n, p99), col(d, cpu), col(n, cpu))
+			lat(d), lat(n), col(d, cpu), col(n, cpu))
 	}
 }
