@@ -299,3 +299,41 @@ func TestNATSEdgeSIGKILL(t *testing.T) {
 	t.Logf("SIGKILL after the target had event %d of %d (the rest queued in the edge): the restarted edge began at %d: %d repeated, none lost",
 		last, before, first, last+1-first)
 }
+
+// obmux doctor on an edge and on an account side that publishes: a line for
+// NATS each, the stream and the consumer in the user's terms.
+func TestDoctorNATS(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), 0)
+	up := newUpstream(t, "127.0.0.1:0")
+	tg := newTarget(t)
+	var out bytes.Buffer
+	err := run(ctxT(t), []string{"doctor"}, []string{"OBMUX_UPSTREAM_URL=" + up.URL, "OBMUX_NATS_URL=" + ns.URL(),
+		"OBMUX_METRICS_LISTEN=127.0.0.1:0", "OBMUX_TARGET_A_URL=" + tg.URL}, &out, &out)
+	if code := exitCode(err, &bytes.Buffer{}); code != 0 {
+		t.Fatalf("account side: exit %d (%v):\n%s", code, err, out.String())
+	}
+	if l := doctorLine(t, out.String(), "NATS"); !strings.Contains(l, "OK") || !strings.Contains(l, "stream ONEBOT does not exist yet; obmux creates it") {
+		t.Errorf("account side: %s", l)
+	}
+
+	out.Reset()
+	env := append(edgeEnv(ns, "doc", tg), "OBMUX_METRICS_LISTEN=127.0.0.1:0")
+	err = run(ctxT(t), []string{"doctor"}, env, &out, &out)
+	if code := exitCode(err, &bytes.Buffer{}); code != 1 {
+		t.Errorf("edge before the account side ran: exit %d (%v), want 1", code, err)
+	}
+	if l := doctorLine(t, out.String(), "upstream (NATS edge)"); !strings.Contains(l, "FAIL") || !strings.Contains(l, "is the account side's obmux running") {
+		t.Errorf("edge, no stream: %s", l)
+	}
+
+	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
+	eventually(t, "the stream exists", func() bool { return acct.metric("obmux_nats_published_total") >= 1 })
+	out.Reset()
+	err = run(ctxT(t), []string{"doctor"}, env, &out, &out)
+	if code := exitCode(err, &bytes.Buffer{}); code != 0 {
+		t.Errorf("edge: exit %d (%v):\n%s", code, err, out.String())
+	}
+	if l := doctorLine(t, out.String(), "upstream (NATS edge)"); !strings.Contains(l, "OK") || !strings.Contains(l, "consumer doc is new") {
+		t.Errorf("edge: %s", l)
+	}
+}
