@@ -2,6 +2,7 @@ package health
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 
 	"github.com/obmux/obmux/onebot"
@@ -104,23 +105,46 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // NewMetrics. Per-connection children are bound once, in Track, so that the
 // per-frame path never looks a label up.
 type Metrics struct {
-	up          *prometheus.GaugeVec
-	connects    *prometheus.CounterVec
-	disconnects *prometheus.CounterVec
-	frames      *prometheus.CounterVec
-	bytes       *prometheus.CounterVec
-	dropped     *prometheus.CounterVec
-	apiRequests *prometheus.CounterVec
+	// The counters and gauges of each connection are compact children
+	// (see family); the two histograms are client_golang's.
+	up          *family
+	connects    *family
+	disconnects *family
+	frames      *family
+	bytes       *family
+	dropped     *family
+	apiRequests *family
 	apiDuration *prometheus.HistogramVec
-	pingRTT     *prometheus.GaugeVec
-	heartbeats  *prometheus.CounterVec
-	replayed    *prometheus.CounterVec
-	replayLost  *prometheus.CounterVec
-	filtered    *prometheus.CounterVec
-	sendQueue   *prometheus.GaugeVec
+	pingRTT     *family
+	heartbeats  *family
+	replayed    *family
+	replayLost  *family
+	filtered    *family
+	sendQueue   *family
 	sendWait    *prometheus.HistogramVec
-	unconverted *prometheus.CounterVec
+	unconverted *family
 	lastEvent   prometheus.Gauge
+}
+
+// values returns the names of n values of a label (String of each index).
+func values[T ~uint8](n T) [][]string {
+	out := make([][]string, n)
+	for i := range n {
+		out[i] = []string{any(i).(fmt.Stringer).String()}
+	}
+	return out
+}
+
+// frameLabels are the direction and kind values of obmux_frames_total's
+// children, in ConnMetrics' order: every kind in, then every kind out.
+func frameLabels() [][]string {
+	var out [][]string
+	for _, dir := range []string{"in", "out"} {
+		for k := range onebot.NumKinds {
+			out = append(out, []string{dir, k.String()})
+		}
+	}
+	return out
 }
 
 // NewMetrics creates obmux's metrics and registers them, with the Go and
@@ -130,42 +154,39 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	rn := []string{"role", "name"}
+	const counter, gauge = prometheus.CounterValue, prometheus.GaugeValue
 	m := &Metrics{
-		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "obmux_connection_up",
-			Help: "1 while the connection is up (for forward-WS clients: how many are connected on that path)."}, rn),
-		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_connects_total",
-			Help: "Successful connects."}, rn),
-		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_disconnects_total",
-			Help: "Connections that ended, by reason."}, []string{"role", "name", "reason"}),
-		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_frames_total",
-			Help: "WebSocket messages read (in) and written (out), by OneBot frame kind."}, []string{"role", "name", "direction", "kind"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_bytes_total",
-			Help: "WebSocket message payload bytes read (in) and written (out)."}, []string{"role", "name", "direction"}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_dropped_frames_total",
-			Help: "Frames obmux did not deliver, by reason."}, []string{"name", "reason"}),
-		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_api_requests_total",
-			Help: "API calls made through obmux, by outcome."}, []string{"name", "outcome"}),
+		up: newFamily("obmux_connection_up",
+			"1 while the connection is up (for forward-WS clients: how many are connected on that path).", gauge, true, nil, nil),
+		connects: newFamily("obmux_connects_total", "Successful connects.", counter, true, nil, nil),
+		disconnects: newFamily("obmux_disconnects_total", "Connections that ended, by reason.", counter, true,
+			[]string{"reason"}, values(numReasons)),
+		frames: newFamily("obmux_frames_total", "WebSocket messages read (in) and written (out), by OneBot frame kind.", counter, true,
+			[]string{"direction", "kind"}, frameLabels()),
+		bytes: newFamily("obmux_bytes_total", "WebSocket message payload bytes read (in) and written (out).", counter, true,
+			[]string{"direction"}, [][]string{{"in"}, {"out"}}),
+		dropped: newFamily("obmux_dropped_frames_total", "Frames obmux did not deliver, by reason.", counter, false,
+			[]string{"reason"}, values(numDrops)),
+		apiRequests: newFamily("obmux_api_requests_total", "API calls made through obmux, by outcome.", counter, false,
+			[]string{"outcome"}, values(numOutcomes)),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_api_request_duration_seconds",
 			Help:    "Time from a caller's API request to its response being queued for it.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"name"}),
-		pingRTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "obmux_ping_rtt_seconds",
-			Help: "Last WebSocket keepalive round trip."}, rn),
-		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_heartbeats_sent_total",
-			Help: "OneBot heartbeat meta events sent by obmux."}, rn),
-		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_replayed_events_total",
-			Help: "Events a target missed while away and received after it reconnected."}, []string{"name"}),
-		replayLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_replay_lost_total",
-			Help: "Events a target missed that were no longer in the replay buffer (too many or too old)."}, []string{"name"}),
-		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_filtered_events_total",
-			Help: "Upstream events a bot's policy held back from it (GROUPS, GROUPS_DENY, USERS_DENY, FILTER, SELF_MESSAGES)."}, []string{"name"}),
-		sendQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "obmux_send_queue_length",
-			Help: "Sends of a caller waiting for the account-wide send rate limit (OBMUX_SEND_RATE)."}, []string{"name"}),
+		pingRTT:    newFamily("obmux_ping_rtt_seconds", "Last WebSocket keepalive round trip.", gauge, true, nil, nil),
+		heartbeats: newFamily("obmux_heartbeats_sent_total", "OneBot heartbeat meta events sent by obmux.", counter, true, nil, nil),
+		replayed: newFamily("obmux_replayed_events_total",
+			"Events a target missed while away and received after it reconnected.", counter, false, nil, nil),
+		replayLost: newFamily("obmux_replay_lost_total",
+			"Events a target missed that were no longer in the replay buffer (too many or too old).", counter, false, nil, nil),
+		filtered: newFamily("obmux_filtered_events_total",
+			"Upstream events a bot's policy held back from it (GROUPS, GROUPS_DENY, USERS_DENY, FILTER, SELF_MESSAGES).", counter, false, nil, nil),
+		sendQueue: newFamily("obmux_send_queue_length",
+			"Sends of a caller waiting for the account-wide send rate limit (OBMUX_SEND_RATE).", gauge, false, nil, nil),
 		sendWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_send_wait_seconds",
 			Help:    "Time a caller's send waited for the account-wide send rate limit (OBMUX_SEND_RATE), until it was sent or left the queue.",
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"name"}),
-		unconverted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "obmux_unconverted_messages_total",
-			Help: "Events and get_msg/get_forward_msg responses a bot got in the upstream's message format instead of its MESSAGE_FORMAT: the message could not be converted."}, []string{"name"}),
+		unconverted: newFamily("obmux_unconverted_messages_total",
+			"Events and get_msg/get_forward_msg responses a bot got in the upstream's message format instead of its MESSAGE_FORMAT: the message could not be converted.", counter, false, nil, nil),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
 			Help: "Unix time of the last event read from the upstream."}),
 	}
@@ -207,34 +228,34 @@ type ConnMetrics struct {
 
 // Conn binds the children of role and name.
 func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
-	r := string(role)
+	id := &conn{string(role), name}
 	c := &ConnMetrics{
-		Up:          m.up.WithLabelValues(r, name),
-		Connects:    m.connects.WithLabelValues(r, name),
-		BytesIn:     m.bytes.WithLabelValues(r, name, "in"),
-		BytesOut:    m.bytes.WithLabelValues(r, name, "out"),
+		Up:          gauge{m.up.bind(id)[0]},
+		Connects:    m.connects.bind(id)[0],
 		APIDuration: m.apiDuration.WithLabelValues(name),
-		PingRTT:     m.pingRTT.WithLabelValues(r, name),
-		Heartbeats:  m.heartbeats.WithLabelValues(r, name),
-		Replayed:    m.replayed.WithLabelValues(name),
-		ReplayLost:  m.replayLost.WithLabelValues(name),
-		Filtered:    m.filtered.WithLabelValues(name),
-		SendQueue:   m.sendQueue.WithLabelValues(name),
+		PingRTT:     gauge{m.pingRTT.bind(id)[0]},
+		Heartbeats:  m.heartbeats.bind(id)[0],
+		Replayed:    m.replayed.bind(id)[0],
+		ReplayLost:  m.replayLost.bind(id)[0],
+		Filtered:    m.filtered.bind(id)[0],
+		SendQueue:   gauge{m.sendQueue.bind(id)[0]},
 		SendWait:    m.sendWait.WithLabelValues(name),
-		Unconverted: m.unconverted.WithLabelValues(name),
+		Unconverted: m.unconverted.bind(id)[0],
 	}
-	for i := range c.Disconnects {
-		c.Disconnects[i] = m.disconnects.WithLabelValues(r, name, Reason(i).String())
+	bytes := m.bytes.bind(id)
+	c.BytesIn, c.BytesOut = bytes[0], bytes[1]
+	for i, k := range m.disconnects.bind(id) {
+		c.Disconnects[i] = k
 	}
+	frames := m.frames.bind(id)
 	for i := range c.FramesIn {
-		c.FramesIn[i] = m.frames.WithLabelValues(r, name, "in", onebot.Kind(i).String())
-		c.FramesOut[i] = m.frames.WithLabelValues(r, name, "out", onebot.Kind(i).String())
+		c.FramesIn[i], c.FramesOut[i] = frames[i], frames[int(onebot.NumKinds)+i]
 	}
-	for i := range c.Dropped {
-		c.Dropped[i] = m.dropped.WithLabelValues(name, Drop(i).String())
+	for i, k := range m.dropped.bind(id) {
+		c.Dropped[i] = k
 	}
-	for i := range c.API {
-		c.API[i] = m.apiRequests.WithLabelValues(name, Outcome(i).String())
+	for i, k := range m.apiRequests.bind(id) {
+		c.API[i] = k
 	}
 	return c
 }

@@ -228,6 +228,9 @@ func connStatus(s *Stats, redact func(string) string) ConnStatus {
 
 // counterValue reads a counter's value.
 func counterValue(c prometheus.Counter) float64 {
+	if v, ok := c.(interface{ Value() float64 }); ok {
+		return v.Value()
+	}
 	var m dto.Metric
 	if c == nil || c.Write(&m) != nil {
 		return 0
