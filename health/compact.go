@@ -2,6 +2,7 @@ package health
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,3 +167,95 @@ func (g gauge) Add(v float64) { g.addFloat(v) }
 
 // SetToCurrentTime sets the value to the current Unix time in seconds.
 func (g gauge) SetToCurrentTime() { g.Set(float64(time.Now().UnixNano()) / 1e9) }
+
+// histFamily is a per-connection histogram family (labelled by name) with
+// compact children, as family is for counters: a child is its bucket
+// counts, count and sum, ~150 bytes for 14 buckets where a client_golang
+// child with its hot and cold halves and label pairs takes ~1.8 KiB.
+type histFamily struct {
+	desc   *prometheus.Desc
+	bounds []float64
+	mu     sync.Mutex
+	kids   []*hist
+	bound  map[string]*hist
+}
+
+func newHistFamily(name, help string, bounds []float64) *histFamily {
+	return &histFamily{desc: prometheus.NewDesc(name, help, []string{"name"}, nil), bounds: bounds, bound: map[string]*hist{}}
+}
+
+// bind returns the histogram of name (shared by every connection of that
+// name).
+func (f *histFamily) bind(name string) *hist {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h := f.bound[name]; h != nil {
+		return h
+	}
+	h := &hist{fam: f, name: name, buckets: make([]atomic.Uint64, len(f.bounds))}
+	f.kids = append(f.kids, h)
+	f.bound[name] = h
+	return h
+}
+
+// Describe implements prometheus.Collector.
+func (f *histFamily) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+
+// Collect implements prometheus.Collector.
+func (f *histFamily) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	kids := f.kids[:len(f.kids):len(f.kids)]
+	f.mu.Unlock()
+	for _, k := range kids {
+		ch <- k
+	}
+}
+
+// hist is one bound histogram: a prometheus.Observer and Metric. An
+// observation is counted first and put in its bucket after, and Write
+// reads the buckets first, so that no bucket ever holds more than count.
+type hist struct {
+	fam     *histFamily
+	name    string
+	count   atomic.Uint64
+	sum     atomic.Uint64 // float64 bits
+	buckets []atomic.Uint64
+}
+
+// Observe adds one observation of v.
+func (h *hist) Observe(v float64) {
+	h.count.Add(1)
+	for {
+		old := h.sum.Load()
+		if h.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			break
+		}
+	}
+	if i, _ := slices.BinarySearch(h.fam.bounds, v); i < len(h.buckets) {
+		h.buckets[i].Add(1)
+	}
+}
+
+// Desc implements prometheus.Metric.
+func (h *hist) Desc() *prometheus.Desc { return h.fam.desc }
+
+// Write implements prometheus.Metric.
+func (h *hist) Write(m *dto.Metric) error {
+	cum := make(map[float64]uint64, len(h.buckets))
+	n := uint64(0)
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+		cum[h.fam.bounds[i]] = n
+	}
+	cm, err := prometheus.NewConstHistogram(h.fam.desc, h.count.Load(), math.Float64frombits(h.sum.Load()), cum, h.name)
+	if err != nil {
+		return err
+	}
+	return cm.Write(m)
+}
+
+// Describe implements prometheus.Collector.
+func (h *hist) Describe(ch chan<- *prometheus.Desc) { ch <- h.fam.desc }
+
+// Collect implements prometheus.Collector.
+func (h *hist) Collect(ch chan<- prometheus.Metric) { ch <- h }

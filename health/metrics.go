@@ -105,8 +105,7 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // NewMetrics. Per-connection children are bound once, in Track, so that the
 // per-frame path never looks a label up.
 type Metrics struct {
-	// The counters and gauges of each connection are compact children
-	// (see family); the two histograms are client_golang's.
+	// Every per-connection metric has compact children (see family).
 	up          *family
 	connects    *family
 	disconnects *family
@@ -114,14 +113,14 @@ type Metrics struct {
 	bytes       *family
 	dropped     *family
 	apiRequests *family
-	apiDuration *prometheus.HistogramVec
+	apiDuration *histFamily
 	pingRTT     *family
 	heartbeats  *family
 	replayed    *family
 	replayLost  *family
 	filtered    *family
 	sendQueue   *family
-	sendWait    *prometheus.HistogramVec
+	sendWait    *histFamily
 	unconverted *family
 	lastEvent   prometheus.Gauge
 }
@@ -169,9 +168,9 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			[]string{"reason"}, values(numDrops)),
 		apiRequests: newFamily("obmux_api_requests_total", "API calls made through obmux, by outcome.", counter, false,
 			[]string{"outcome"}, values(numOutcomes)),
-		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_api_request_duration_seconds",
-			Help:    "Time from a caller's API request to its response being queued for it.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"name"}),
+		apiDuration: newHistFamily("obmux_api_request_duration_seconds",
+			"Time from a caller's API request to its response being queued for it.",
+			[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		pingRTT:    newFamily("obmux_ping_rtt_seconds", "Last WebSocket keepalive round trip.", gauge, true, nil, nil),
 		heartbeats: newFamily("obmux_heartbeats_sent_total", "OneBot heartbeat meta events sent by obmux.", counter, true, nil, nil),
 		replayed: newFamily("obmux_replayed_events_total",
@@ -182,9 +181,9 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			"Upstream events a bot's policy held back from it (GROUPS, GROUPS_DENY, USERS_DENY, FILTER, SELF_MESSAGES).", counter, false, nil, nil),
 		sendQueue: newFamily("obmux_send_queue_length",
 			"Sends of a caller waiting for the account-wide send rate limit (OBMUX_SEND_RATE).", gauge, false, nil, nil),
-		sendWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "obmux_send_wait_seconds",
-			Help:    "Time a caller's send waited for the account-wide send rate limit (OBMUX_SEND_RATE), until it was sent or left the queue.",
-			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}, []string{"name"}),
+		sendWait: newHistFamily("obmux_send_wait_seconds",
+			"Time a caller's send waited for the account-wide send rate limit (OBMUX_SEND_RATE), until it was sent or left the queue.",
+			[]float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
 		unconverted: newFamily("obmux_unconverted_messages_total",
 			"Events and get_msg/get_forward_msg responses a bot got in the upstream's message format instead of its MESSAGE_FORMAT: the message could not be converted.", counter, false, nil, nil),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
@@ -232,14 +231,14 @@ func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
 	c := &ConnMetrics{
 		Up:          gauge{m.up.bind(id)[0]},
 		Connects:    m.connects.bind(id)[0],
-		APIDuration: m.apiDuration.WithLabelValues(name),
+		APIDuration: m.apiDuration.bind(name),
 		PingRTT:     gauge{m.pingRTT.bind(id)[0]},
 		Heartbeats:  m.heartbeats.bind(id)[0],
 		Replayed:    m.replayed.bind(id)[0],
 		ReplayLost:  m.replayLost.bind(id)[0],
 		Filtered:    m.filtered.bind(id)[0],
 		SendQueue:   gauge{m.sendQueue.bind(id)[0]},
-		SendWait:    m.sendWait.WithLabelValues(name),
+		SendWait:    m.sendWait.bind(name),
 		Unconverted: m.unconverted.bind(id)[0],
 	}
 	bytes := m.bytes.bind(id)

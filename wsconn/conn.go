@@ -557,9 +557,10 @@ type writer struct {
 	pingDone chan error
 	pinging  bool
 	hb       <-chan time.Time
-	batch    []Item // events pulled from the source
-	pos      int    // the next of batch to write
-	release  func() // stops the timers
+	batch    []Item    // events pulled from the source, in items
+	items    *[64]Item // from itemPool while pulling; nil when idle
+	pos      int       // the next of batch to write
+	release  func()    // stops the timers
 
 	// The batch (see batchConn): whether one is in progress, its events
 	// not yet reported written (each with the byte count that ends it),
@@ -578,7 +579,7 @@ type pending struct {
 // newWriter arms the connection's write timeout and its keepalive and
 // heartbeat tickers; release stops them.
 func (c *Conn) newWriter() *writer {
-	w := &writer{c: c, pingDone: make(chan error, 1), batch: make([]Item, 0, 64)}
+	w := &writer{c: c, pingDone: make(chan error, 1)}
 	var stops []func()
 	if c.cfg.WriteTimeout > 0 {
 		w.timer = time.AfterFunc(time.Hour, func() {
@@ -808,15 +809,26 @@ func (w *writer) writeEvent() (bool, *stopped) {
 		return true, writeFailed(err)
 	}
 	if w.c.src != nil {
-		if w.batch, w.pos = w.c.src.Pull(w.batch[:0]), 0; len(w.batch) > 0 {
+		if w.items == nil {
+			w.items = itemPool.Get().(*[64]Item)
+		}
+		if w.batch, w.pos = w.c.src.Pull(w.items[:0]), 0; len(w.batch) > 0 {
 			if several(w.batch) {
 				w.beginBatch()
 			}
 			return true, nil
 		}
+		// Nothing due: an idle connection holds no pull buffer (the items
+		// written were cleared as they went).
+		itemPool.Put(w.items)
+		w.items, w.batch = nil, nil
 	}
 	return false, nil
 }
+
+// itemPool holds the writers' pull buffers (64 items: 2 KiB), taken while
+// events come and given back when there are none.
+var itemPool = sync.Pool{New: func() any { return new([64]Item) }}
 
 func (c *Conn) closeGracefully(req *Disconnect, final []byte) (health.Reason, error) {
 	// Close's timer bounds this whole step: the final frame and the handshake.

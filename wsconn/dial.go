@@ -54,7 +54,7 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	// the dialer forever: the attempt fails and is retried with backoff.
 	ctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header})
+	ws, resp, err := dialAside(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header})
 	if err != nil {
 		// net/http's errors repeat the URL, and its query may hold a token.
 		err = &redactedError{err}
@@ -66,6 +66,25 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 	mu.Lock()
 	defer mu.Unlock()
 	return ws, raw, nil
+}
+
+// dialAside runs websocket.Dial on a goroutine of its own: net/http's
+// client path is deep, and the caller's goroutine, which then reads the
+// connection for its whole life, would keep the stack it grew to (16 KiB)
+// where reading needs a fraction of that.
+func dialAside(ctx context.Context, url string, opts *websocket.DialOptions) (*websocket.Conn, *http.Response, error) {
+	type dialed struct {
+		ws   *websocket.Conn
+		resp *http.Response
+		err  error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		ws, resp, err := websocket.Dial(ctx, url, opts)
+		ch <- dialed{ws, resp, err}
+	}()
+	d := <-ch
+	return d.ws, d.resp, d.err
 }
 
 // redactedError hides URL queries and userinfo (they may hold access_token
