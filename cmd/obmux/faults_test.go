@@ -50,7 +50,9 @@ func TestUpstreamCutDuringCalls(t *testing.T) {
 	for i := 0; i < 100; i += 10 {
 		u.Send(ctxT(t), sim.Response(`"ok"`, 0, "null", reqs[i].Echo))
 	}
-	u.Close()
+	// The implementation goes away with its connection: obmux cannot redial
+	// it, whose get_login_info on a new connection would be pending below.
+	up.Close()
 	answers := map[string]int{}
 	for i := range 100 {
 		r := nextEvent(t, peers[i%2])
