@@ -244,3 +244,30 @@ func TestSmokeNATS(t *testing.T) {
 		}
 	}
 }
+
+// The hold scenario runs through obmux alone: its targets and forward
+// clients all connected, greeted and getting heartbeats at the default
+// interval, its CPU and RSS measured, and the table has its section.
+func TestSmokeHold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs obmux")
+	}
+	rep, out, _ := runBench(t, "-json", "-run", "hold", "-hold-targets", "3", "-hold-clients", "4", "-idle-settle", "100ms",
+		"-hold-duration", "5500ms")
+	if len(rep.Results) != 1 || rep.Failed {
+		t.Fatalf("got %d results, failed %v:\n%s", len(rep.Results), rep.Failed, out)
+	}
+	r := rep.Results[0]
+	if r.Relay != "obmux" || r.Scenario.Clients != 4 || r.RSS == 0 || r.Seconds < 5 {
+		t.Errorf("%s %s: %d clients, RSS %d, %.1f s", r.Relay, r.Label, r.Scenario.Clients, r.RSS, r.Seconds)
+	}
+	// Every one of the 7 gets a heartbeat every 5 s: at least one each.
+	if r.Heartbeats < 7 {
+		t.Errorf("%d heartbeats received in %.1f s by 3 targets and 4 clients, want at least 7", r.Heartbeats, r.Seconds)
+	}
+	var b strings.Builder
+	printTable(&b, &rep)
+	if !strings.Contains(b.String(), "Idle targets and forward clients held") {
+		t.Errorf("no hold section in the table:\n%s", b.String())
+	}
+}

@@ -62,6 +62,9 @@ type options struct {
 	latDur     time.Duration
 	idle       int
 	idleSettle time.Duration
+	hTargets   int
+	hClients   int
+	hDur       time.Duration
 	stuckDur   time.Duration
 	policies   []string
 	fTargets   int
@@ -96,6 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.latDur, "latency-duration", 2*time.Second, "latency: measured time")
 	fs.IntVar(&o.idle, "idle", 1000, "idle: targets (compared with 1)")
 	fs.DurationVar(&o.idleSettle, "idle-settle", 1500*time.Millisecond, "idle: time between all connected and the RSS reading")
+	fs.IntVar(&o.hTargets, "hold-targets", 1000, "hold (not in the default -run): idle targets obmux holds")
+	fs.IntVar(&o.hClients, "hold-clients", 1000, "hold: idle forward-WS clients obmux holds beside them")
+	fs.DurationVar(&o.hDur, "hold-duration", 20*time.Second, "hold: measured time (default one ping interval), after -idle-settle")
 	fs.DurationVar(&o.stuckDur, "stuck-duration", 3*time.Second, "stuck: measured time")
 	fs.StringVar(&policies, "stuck-policies", "disconnect,drop_oldest", "stuck: obmux's OBMUX_SLOW_TARGET values to run")
 	fs.IntVar(&o.fTargets, "filter-targets", 10, "filter and format: targets, each with its own OBMUX_TARGET_<NAME>_GROUPS list (filter) or, alternately, MESSAGE_FORMAT array and string (format)")
@@ -124,10 +130,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.only = map[string]bool{}
 	for _, k := range splitList(only) {
 		switch k {
-		case "throughput", "latency", "idle", "stuck", "filter", "format", "soak":
+		case "throughput", "latency", "idle", "stuck", "filter", "format", "soak", "hold":
 			o.only[k] = true
 		default:
-			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter, format, soak)", k)
+			return nil, fmt.Errorf("-run: unknown scenario kind %q (throughput, latency, idle, stuck, filter, format, soak, hold)", k)
 		}
 	}
 	for _, s := range splitList(targets) {
@@ -219,6 +225,9 @@ func (o *options) suite() []scenario {
 		if o.idle > 1 {
 			s = append(s, scenario{Kind: "idle", Targets: o.idle, Duration: o.idleSettle})
 		}
+	}
+	if o.only["hold"] {
+		s = append(s, scenario{Kind: "hold", Targets: o.hTargets, Clients: o.hClients, Warmup: o.idleSettle, Duration: o.hDur})
 	}
 	if o.only["filter"] {
 		// Unfiltered and filtered alternate, so that both see the same
@@ -342,7 +351,7 @@ func runSuite(ctx context.Context, o *options, stderr io.Writer) (*report, error
 	for _, sc := range o.suite() {
 		for _, r := range o.relays {
 			run := sc
-			if (sc.Kind == "filter" || sc.Kind == "format" || sc.Kind == "soak") && r != "obmux" {
+			if (sc.Kind == "filter" || sc.Kind == "format" || sc.Kind == "soak" || sc.Kind == "hold") && r != "obmux" {
 				continue // obmux against itself: the baseline has no filters, formats nor forward-WS server
 			}
 			if r == natsRelay && sc.Kind != "throughput" && sc.Kind != "latency" {

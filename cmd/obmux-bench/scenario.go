@@ -37,6 +37,9 @@ type scenario struct {
 	// compared with).
 	Hostile bool `json:"hostile,omitempty"`
 	Round   int  `json:"round,omitempty"`
+	// Clients, in a hold run, is how many idle forward-WS clients obmux
+	// holds beside its Targets.
+	Clients int `json:"forward_clients,omitempty"`
 	// Events, if > 0, sends exactly that many events (no warm-up) instead of
 	// running for Duration after Warmup.
 	Events   uint64        `json:"events,omitempty"`
@@ -48,6 +51,8 @@ func (s scenario) label() string {
 	switch s.Kind {
 	case "idle":
 		return fmt.Sprintf("idle %d targets", s.Targets)
+	case "hold":
+		return fmt.Sprintf("hold %d targets %d forward clients", s.Targets, s.Clients)
 	case "latency":
 		return fmt.Sprintf("latency %d targets %s @%s/s", s.Targets, sizeName(s.Size), si(s.Rate))
 	case "stuck":
@@ -104,6 +109,9 @@ type result struct {
 	SlowLogs   int    `json:"slow_consumer_logs,omitempty"`
 	// Hostile says what the hostile peers of a soak run did.
 	Hostile string `json:"hostile_peers,omitempty"`
+	// Heartbeats, in a hold run, is how many meta events the targets and
+	// forward clients got in the measured time.
+	Heartbeats uint64 `json:"heartbeats_received,omitempty"`
 }
 
 func (r *result) failed() bool { return r.Error != "" || r.Lost > 0 || r.Disorder > 0 || r.Bad > 0 }
@@ -121,6 +129,8 @@ func runScenario(ctx context.Context, rel relaySpec, sc scenario, profileDir str
 	case err != nil:
 	case sc.Kind == "idle":
 		err = r.idle(&res)
+	case sc.Kind == "hold":
+		err = r.hold(&res)
 	default:
 		err = r.measure(&res)
 	}
@@ -228,7 +238,7 @@ func (r *run) start() error {
 func (r *run) relayEnv() ([]string, error) {
 	sc := r.sc
 	var extra []string
-	if sc.Kind != "idle" {
+	if sc.Kind != "idle" && sc.Kind != "hold" {
 		// Heartbeats would only be skipped by the targets; keepalive
 		// stays on (its default), as users run it.
 		extra = append(extra, "OBMUX_HEARTBEAT_INTERVAL=0")
@@ -246,6 +256,12 @@ func (r *run) relayEnv() ([]string, error) {
 			return nil, err
 		}
 		extra = append(extra, soakEnv(r.fwd)...)
+	}
+	if sc.Kind == "hold" {
+		if r.fwd, err = freeForward(); err != nil {
+			return nil, err
+		}
+		extra = append(extra, holdEnv(r.fwd, sc.Clients)...)
 	}
 	return append(extra, fenv...), nil
 }

@@ -18,6 +18,7 @@ func printTable(w io.Writer, rep *report) {
 	printFilter(t.tw, rep, t.section)
 	printFormat(t.tw, rep, t.section)
 	printSoak(t.tw, rep, t.section)
+	printHold(t.tw, rep, t.section)
 	printNATS(t)
 	t.stuck()
 	t.tw.Flush()
