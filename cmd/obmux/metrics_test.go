@@ -307,12 +307,16 @@ func TestMetricsDropOldestCountsDrops(t *testing.T) {
 
 // With the default policy (disconnect), a target that stops reading is
 // disconnected with reason queue_overflow and redialed; the other target
-// misses nothing.
+// misses nothing. The write timeout is long, so that it cannot end the
+// stuck target first (under load, the flood is slower than a 1 s timeout
+// was); the close of the stuck connection is cut after the close timeout
+// (OBMUX_SHUTDOWN_TIMEOUT).
 func TestMetricsStuckTargetDisconnected(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	a, b := newTarget(t), newTarget(t)
 	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_A_URL="+a.URL, "OBMUX_TARGET_B_URL="+b.URL,
-		"OBMUX_QUEUE_SIZE=10", "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_PING_INTERVAL=0", "OBMUX_WRITE_TIMEOUT=1s")
+		"OBMUX_QUEUE_SIZE=10", "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_PING_INTERVAL=0", "OBMUX_WRITE_TIMEOUT=60s",
+		"OBMUX_SHUTDOWN_TIMEOUT=1s")
 	up.connected()
 	pa, pb := a.accept(), b.accept()
 	pa.Pause() // bites at the first event
