@@ -216,7 +216,9 @@ func TestRejectRepliesQueueBoundedInBytes(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	in := startForward(t, up, "OBMUX_HEARTBEAT_INTERVAL=0", "OBMUX_QUEUE_SIZE=100000", "OBMUX_QUEUE_BYTES=1048576",
 		"OBMUX_LOG_LEVEL=info")
-	ctx := ctxT(t)
+	// 20 MB through the race-built obmux in this process: under load more
+	// than the 10 s of ctxT.
+	ctx := ctxFor(t, 2*time.Minute)
 	ws, _, err := websocket.Dial(ctx, "ws://"+in.addrs.Forward+"/", nil)
 	if err != nil {
 		t.Fatal(err)
