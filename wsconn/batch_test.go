@@ -2,10 +2,13 @@ package wsconn
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/onebot"
@@ -190,5 +193,58 @@ func TestBatchWriteTimeoutAndWrote(t *testing.T) {
 	}
 	if wrote > got {
 		t.Errorf("reported written up to %d, the peer got %d", wrote, got)
+	}
+}
+
+// The writer waits on its wake channel alone: heartbeats keep coming at
+// their interval, pings are answered (their round trip recorded), a peer
+// that stops answering pings ends the connection with keepalive_timeout,
+// and cancelling Run's context ends it as shutdown.
+func TestAlarmsWakeTheWriter(t *testing.T) {
+	c, p := pair(t, Config{QueueSize: 8, CloseTimeout: time.Second, ReadLimit: 1 << 20,
+		PingInterval: 40 * time.Millisecond, PingTimeout: 300 * time.Millisecond})
+	c.SetHeartbeat(20*time.Millisecond, func() []byte { return []byte(`{"hb":1}`) })
+	done := run(c, func([]byte) onebot.Kind { return onebot.KindInvalid })
+	for range 5 {
+		if b := recv(t, p); string(b) != `{"hb":1}` {
+			t.Fatalf("got %s, want heartbeats", b)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(c.Stats().M.PingRTT) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no ping round trip recorded")
+		}
+		recv(t, p) // the next heartbeat: time passes on the writer's own timers
+	}
+	p.Pause() // no more reads: no pong either
+	select {
+	case r := <-done:
+		if r != health.ReasonKeepaliveTimeout {
+			t.Errorf("reason %v, want keepalive_timeout", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a peer that answers no ping was not cut")
+	}
+	p.Close()
+
+	c2, p2 := pair(t, Config{QueueSize: 8, CloseTimeout: time.Second, ReadLimit: 1 << 20, PingInterval: time.Hour, PingTimeout: time.Minute})
+	c2.SetHeartbeat(time.Hour, func() []byte { return []byte(`{}`) })
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan health.Reason, 1)
+	go func() {
+		r, _ := c2.Run(ctx, func([]byte) onebot.Kind { return onebot.KindInvalid })
+		ended <- r
+	}()
+	c2.Send([]byte(`{"n":1}`), onebot.KindAPIResponse)
+	recv(t, p2) // the writer is up and waiting
+	cancel()
+	select {
+	case r := <-ended:
+		if r != health.ReasonShutdown && r != health.ReasonClosedByPeer {
+			t.Errorf("reason %v after cancel, want shutdown", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end when its context was cancelled")
 	}
 }

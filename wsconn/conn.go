@@ -327,6 +327,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 		close(c.done)
 		c.ws.CloseNow()
 		c.closeRaw()
+		c.Wake() // the writer waits on wake alone
 	})
 	defer stopWatch()
 	c.st.Up()
@@ -551,16 +552,18 @@ func writeFailed(err error) *stopped {
 // keepalive and heartbeat tickers, the ping in flight, the events pulled
 // from the source but not written yet, and the batch in progress.
 type writer struct {
-	c        *Conn
-	timer    *time.Timer // the write timeout; nil: none
-	pingTick <-chan time.Time
-	pingDone chan error
-	pinging  bool
-	hb       <-chan time.Time
-	batch    []Item    // events pulled from the source, in items
-	items    *[64]Item // from itemPool while pulling; nil when idle
-	pos      int       // the next of batch to write
-	release  func()    // stops the timers
+	c     *Conn
+	timer *time.Timer // the write timeout; nil: none
+	// alarms are raised by the keepalive and heartbeat timers and by the
+	// ping in flight (its result in pingErr), each with a Wake: the writer
+	// waits on wake alone and looks at them with one atomic load.
+	alarms  atomic.Uint32
+	pingErr error
+	pinging bool
+	batch   []Item    // events pulled from the source, in items
+	items   *[64]Item // from itemPool while pulling; nil when idle
+	pos     int       // the next of batch to write
+	release func()    // stops the timers
 
 	// The batch (see batchConn): whether one is in progress, its events
 	// not yet reported written (each with the byte count that ends it),
@@ -579,7 +582,7 @@ type pending struct {
 // newWriter arms the connection's write timeout and its keepalive and
 // heartbeat tickers; release stops them.
 func (c *Conn) newWriter() *writer {
-	w := &writer{c: c, pingDone: make(chan error, 1)}
+	w := &writer{c: c}
 	var stops []func()
 	if c.cfg.WriteTimeout > 0 {
 		w.timer = time.AfterFunc(time.Hour, func() {
@@ -596,14 +599,10 @@ func (c *Conn) newWriter() *writer {
 	// (the pong comes through the reader), its result back here, so that
 	// an idle connection holds two goroutines, not three.
 	if c.cfg.PingInterval > 0 {
-		t := time.NewTicker(c.cfg.PingInterval)
-		stops = append(stops, t.Stop)
-		w.pingTick = t.C
+		stops = append(stops, w.every(c.cfg.PingInterval, alarmPing))
 	}
 	if c.hbEvery > 0 && c.heartbeat != nil {
-		t := time.NewTicker(c.hbEvery)
-		stops = append(stops, t.Stop)
-		w.hb = t.C
+		stops = append(stops, w.every(c.hbEvery, alarmHeartbeat))
 	}
 	w.release = func() {
 		for _, stop := range stops {
@@ -611,6 +610,42 @@ func (c *Conn) newWriter() *writer {
 		}
 	}
 	return w
+}
+
+// The writer's alarms.
+const (
+	alarmHeartbeat uint32 = 1 << iota // a heartbeat is due
+	alarmPing                         // a ping is due
+	alarmPinged                       // the ping in flight has its result
+)
+
+// raise raises alarm a and wakes the writer.
+func (w *writer) raise(a uint32) {
+	w.alarms.Or(a)
+	w.c.Wake()
+}
+
+// every raises alarm a every d, as a ticker would (a tick not yet looked
+// at is not repeated); the function returned stops it (at most one more
+// raise may follow, on a writer that no longer looks).
+func (w *writer) every(d time.Duration, a uint32) func() {
+	var p struct {
+		t       *time.Timer
+		stopped atomic.Bool
+	}
+	// Made stopped and armed once p.t is set: the function reads it.
+	p.t = time.AfterFunc(time.Hour, func() {
+		w.raise(a)
+		if !p.stopped.Load() {
+			p.t.Reset(d)
+		}
+	})
+	p.t.Stop()
+	p.t.Reset(d)
+	return func() {
+		p.stopped.Store(true)
+		p.t.Stop()
+	}
 }
 
 // write writes one frame with the write timeout armed (in a batch, the
@@ -680,31 +715,35 @@ func several(batch []Item) bool {
 // due sends a due heartbeat or starts a due ping, or judges the ping that
 // came back, without waiting.
 func (w *writer) due() *stopped {
-	select {
-	case <-w.hb:
-		return w.sendHeartbeat()
-	case <-w.pingTick:
+	if w.alarms.Load() == 0 {
+		return nil
+	}
+	a := w.alarms.Swap(0)
+	if a&alarmPinged != 0 {
+		if s := w.pinged(w.pingErr); s != nil {
+			return s
+		}
+	}
+	if a&alarmHeartbeat != 0 {
+		if s := w.sendHeartbeat(); s != nil {
+			return s
+		}
+	}
+	if a&alarmPing != 0 {
 		w.startPing()
-	case err := <-w.pingDone:
-		return w.pinged(err)
-	default:
 	}
 	return nil
 }
 
-// wait waits for a wake-up (a frame queued, events for the source, a close),
-// a due heartbeat or ping, a ping's result, or the end of ctx.
+// wait waits for a wake-up (a frame queued, events for the source, a close,
+// an alarm, the end of ctx: each comes with a Wake), on one channel: a
+// select over five cost more than the write it waited for.
 func (w *writer) wait(ctx context.Context) *stopped {
-	select {
-	case <-ctx.Done():
+	if ctx.Err() == nil && w.alarms.Load() == 0 {
+		<-w.c.wake
+	}
+	if ctx.Err() != nil {
 		return &stopped{health.ReasonShutdown, nil}
-	case <-w.hb:
-		return w.sendHeartbeat()
-	case <-w.pingTick:
-		w.startPing()
-	case err := <-w.pingDone:
-		return w.pinged(err)
-	case <-w.c.wake:
 	}
 	return nil
 }
@@ -719,7 +758,7 @@ func (w *writer) sendHeartbeat() *stopped {
 }
 
 // startPing sends a keepalive ping, unless one is in flight; its result
-// comes back on pingDone.
+// raises alarmPinged.
 func (w *writer) startPing() {
 	if w.pinging {
 		return
@@ -731,7 +770,8 @@ func (w *writer) startPing() {
 		if err == nil {
 			c.st.RTT(rtt)
 		}
-		w.pingDone <- err
+		w.pingErr = err // read by the writer once it sees the alarm
+		w.raise(alarmPinged)
 	})
 }
 

@@ -1,11 +1,13 @@
 package wsconn
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,6 +94,56 @@ func BenchmarkWriteEvents(b *testing.B) {
 	}()
 	<-src.done
 	b.StopTimer()
+	c.Abort(DisconnectShutdown, nil)
+	<-ended
+}
+
+// oneSource hands out one event at a time, when the benchmark offers it,
+// and reports each written on wrote.
+type oneSource struct {
+	frame []byte
+	due   atomic.Bool
+	seq   uint64
+	wrote chan struct{}
+}
+
+func (s *oneSource) Pull(dst []Item) []Item {
+	if s.due.CompareAndSwap(true, false) {
+		s.seq++
+		dst = append(dst, Item{Seq: s.seq, Frame: s.frame})
+	}
+	return dst
+}
+
+func (s *oneSource) Wrote(uint64) { s.wrote <- struct{}{} }
+
+// The writer's path at a moderate rate: each event finds the writer
+// waiting, wakes it (as the hub's Event does), and is written alone; the
+// benchmark waits for it before offering the next. Keepalive and heartbeat
+// timers armed, as every peer has them.
+func BenchmarkWakeWriteOne(b *testing.B) {
+	url := discardServer(b)
+	ws, raw, err := Dial(context.Background(), url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := health.NewMonitor(health.NewMetrics(nil, "test")).Track(health.RoleTarget, "t")
+	c := New(ws, raw, st, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{PingInterval: time.Minute, PingTimeout: time.Minute,
+		WriteTimeout: time.Minute, CloseTimeout: time.Second, ReadLimit: 1 << 20, QueueSize: 8})
+	c.SetHeartbeat(time.Minute, func() []byte { return []byte(`{}`) })
+	src := &oneSource{frame: bytes.Repeat([]byte("x"), 300), wrote: make(chan struct{}, 1)}
+	c.SetSource(src)
+	ended := make(chan struct{})
+	go func() {
+		c.Run(context.Background(), func([]byte) onebot.Kind { return onebot.KindInvalid })
+		close(ended)
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		src.due.Store(true)
+		c.Wake()
+		<-src.wrote
+	}
 	c.Abort(DisconnectShutdown, nil)
 	<-ended
 }
