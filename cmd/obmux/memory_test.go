@@ -292,7 +292,14 @@ func TestLargeMessagesShareOneReadBudget(t *testing.T) {
 		t.Skip("runs the obmux binary and moves 2 GiB")
 	}
 	up := newUpstream(t, "127.0.0.1:0")
-	in := startChild(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_FORWARD_LISTEN=127.0.0.1:0", "OBMUX_HEARTBEAT_INTERVAL=0")
+	// Keepalive off: a client blocked in its 100 MiB write (obmux reads it
+	// only with a share of the budget, under load tens of seconds later)
+	// cannot write the pong, and coder/websocket ends its read after 5 s
+	// without the write lock ("failed to write control frame opPong"): the
+	// client would leave before obmux reads past the limit, or see that
+	// error in place of the 1009.
+	in := startChild(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_FORWARD_LISTEN=127.0.0.1:0", "OBMUX_HEARTBEAT_INTERVAL=0",
+		"OBMUX_PING_INTERVAL=0")
 	up.connected()
 	eventually(t, "obmux ready", func() bool { code, _ := in.get("/readyz"); return code == http.StatusOK })
 	small := dialForward(t, in.instance, "/api", nil)
