@@ -14,7 +14,10 @@
 //	go run ./cmd/obmux-bench [flags]
 //
 // Without flags it runs the standard suite (about a minute) and prints a
-// table; -json prints the results for machines. It exits 1 when any healthy
+// table; -json prints the results for machines. -run soak (hostile peers
+// beside healthy targets) and -run hold (1000 idle targets and 1000 idle
+// forward-WS clients at the default keepalive: obmux's CPU and RSS) are not
+// in the standard suite. It exits 1 when any healthy
 // target lost an event or got one out of order, or a run failed.
 package main
 
