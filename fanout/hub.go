@@ -49,6 +49,12 @@ type Config struct {
 	// (policy.NewIngest of every target's and the forward clients'
 	// Policy); nil when no policy looks into events.
 	Ingest *policy.Ingest
+	// Durable says the events come from a durable source that resumes
+	// where the peers left off (the NATS edge): a target's first
+	// connection is replayed every event the hub holds (they are what the
+	// source had not seen delivered), and Delivered holds back until every
+	// target has connected once, or for ReplayMaxAge.
+	Durable bool
 }
 
 // StateSource is where the hub reads the upstream's state: the self_id it
@@ -78,6 +84,10 @@ type Hub struct {
 	accountFrom uint64
 	running     sync.WaitGroup
 	formatErrs  health.FailureLog // events a bot's message format could not be made of
+	// With Config.Durable: the targets that have not connected yet, and
+	// when the hub was made.
+	unseen  map[string]bool
+	created time.Time
 }
 
 // NewHub returns a Hub that reads the upstream's state from up and routes
@@ -88,7 +98,7 @@ func NewHub(cfg Config, up StateSource, router *proxy.Router, mon *health.Monito
 		// QueueSize/QueueBytes behind) and a reconnecting target's replay
 		// (at most ReplaySize/ReplayBytes), so it holds the larger of each.
 		ring:    newRing(max(cfg.ReplaySize, cfg.QueueSize), max(cfg.ReplayBytes, cfg.QueueBytes)),
-		cursors: map[*cursor]struct{}{}, peers: map[*peer]struct{}{}}
+		cursors: map[*cursor]struct{}{}, peers: map[*peer]struct{}{}, unseen: map[string]bool{}, created: time.Now()}
 	h.list.Store(new([]*cursor))
 	return h
 }
@@ -104,14 +114,23 @@ func (h *Hub) Next() uint64 {
 // Delivered returns the sequence number before which every connected peer
 // has written (or was spared by its filters) every event, or Next when no
 // peer is connected: what a durable source of events may acknowledge.
-func (h *Hub) Delivered() uint64 {
+//
+// It reports false while nothing may be acknowledged: the hub is closing
+// (its peers are leaving and what they did not get must come again), or,
+// with Config.Durable, a target has not connected yet in this process
+// (for at most ReplayMaxAge: a bot that stays away must not stall the
+// others).
+func (h *Hub) Delivered() (uint64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closing || len(h.unseen) > 0 && time.Since(h.created) < h.cfg.ReplayMaxAge {
+		return 0, false
+	}
 	low := h.ring.next
 	for c := range h.cursors {
 		low = min(low, c.written.Load())
 	}
-	return low
+	return low, true
 }
 
 // Event broadcasts one upstream event to every peer that takes events.
@@ -278,6 +297,9 @@ func (c *cursor) Wrote(seq uint64) {
 func (h *Hub) attach(conn *wsconn.Conn, st *health.Stats, resume uint64, pol *policy.Policy) *cursor {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if st.Role == health.RoleTarget {
+		delete(h.unseen, st.Name)
+	}
 	r := h.ring
 	c := &cursor{hub: h, conn: conn, stats: st, next: r.next, liveFrom: r.next, check: h.cfg.Ingest.Check(pol)}
 	if resume != 0 && resume < h.accountFrom {

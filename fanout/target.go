@@ -45,8 +45,15 @@ type Target struct {
 
 // NewTarget returns a Target fed by hub.
 func (h *Hub) NewTarget(cfg TargetConfig) *Target {
-	return &Target{cfg: cfg, hub: h, stats: h.mon.Track(health.RoleTarget, cfg.Name),
+	t := &Target{cfg: cfg, hub: h, stats: h.mon.Track(health.RoleTarget, cfg.Name),
 		log: h.log.With("role", "target", "name", cfg.Name)}
+	if h.cfg.Durable {
+		t.resume = 1 // the ring's first seq: all it holds
+		h.mu.Lock()
+		h.unseen[cfg.Name] = true
+		h.mu.Unlock()
+	}
+	return t
 }
 
 // Run connects the target once the self_id is known and reconnects it with

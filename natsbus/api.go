@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -28,16 +29,21 @@ type API struct {
 	acct   *health.Account
 	stats  *health.Stats
 	log    *slog.Logger
-	// slots bounds the requests being handed to the router at once; a
-	// request waiting for one holds the subscription's delivery, so what
-	// NATS delivers meanwhile waits in the client's bounded pending buffer.
+	// slots bounds the NATS calls in flight (OBMUX_API_MAX_INFLIGHT for all
+	// NATS callers together); a request waiting for one holds the
+	// subscription's delivery, so what NATS delivers meanwhile waits in the
+	// client's bounded pending buffer.
 	slots chan struct{}
 	gone  chan struct{} // closed when Run returns: waiting requests give up
-	wg    sync.WaitGroup
+
+	mu     sync.Mutex // orders wg.Go after Stop
+	sub    *nats.Subscription
+	closed bool
+	wg     sync.WaitGroup // the calls in flight
 }
 
 // NewAPI returns an API that routes the calls acl permits through router,
-// with at most maxInflight requests being handed to it at once.
+// with at most maxInflight of them in flight at once.
 func NewAPI(nc *nats.Conn, router *proxy.Router, acl policy.ACL, acct *health.Account, mon *health.Monitor, maxInflight int, log *slog.Logger) *API {
 	st := mon.Track(health.RoleNATS, "nats")
 	st.Up()
@@ -46,35 +52,61 @@ func NewAPI(nc *nats.Conn, router *proxy.Router, acl policy.ACL, acct *health.Ac
 }
 
 // Run subscribes to the API subject of the account once its self_id is
-// known, follows a change of self_id, and returns when ctx is done.
+// known, follows a change of self_id, and returns when ctx is done, after
+// the calls in flight were answered.
 func (a *API) Run(ctx context.Context) {
 	defer a.stats.Untrack()
 	defer a.wg.Wait()
 	defer close(a.gone)
+	defer a.Stop()
 	ch := a.acct.Watch()
-	var sub *nats.Subscription
 	var subscribed int64
 	for {
-		if id := a.acct.State().SelfID; id != 0 && id != subscribed {
-			if sub != nil {
-				_ = sub.Unsubscribe()
-			}
-			var err error
-			if sub, err = a.nc.QueueSubscribe(APISubject(id), queueGroup, a.handle); err != nil {
-				a.log.Error("NATS API not served", "subject", APISubject(id), "error", err)
-			} else {
-				subscribed = id
-				a.log.Info("NATS API served", "subject", APISubject(id), "queue", queueGroup)
-			}
+		if id := a.acct.State().SelfID; id != 0 && id != subscribed && a.subscribe(id) {
+			subscribed = id
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			if sub != nil {
-				_ = sub.Unsubscribe()
-			}
 			return
 		}
+	}
+}
+
+// subscribe serves the API subject of id (and no other).
+func (a *API) subscribe(id int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	if a.sub != nil {
+		_ = a.sub.Unsubscribe()
+	}
+	sub, err := a.nc.QueueSubscribe(APISubject(id), queueGroup, a.handle)
+	if err != nil {
+		a.log.Error("NATS API not served", "subject", APISubject(id), "error", err)
+		return false
+	}
+	a.sub = sub
+	a.log.Info("NATS API served", "subject", APISubject(id), "queue", queueGroup)
+	return true
+}
+
+// Stop stops taking requests: the subscription ends, and the server hears
+// so before Stop returns, so that another replica in the queue group
+// answers from then on. Calls in flight are still answered. At shutdown it
+// comes first, before the upstream goes.
+func (a *API) Stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	a.closed = true
+	if a.sub != nil {
+		_ = a.sub.Unsubscribe()
+		_ = a.nc.FlushTimeout(time.Second)
 	}
 }
 
@@ -88,24 +120,42 @@ func (a *API) handle(msg *nats.Msg) {
 	case <-a.gone:
 		return
 	}
-	c := &caller{msg: msg, api: a}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		<-a.slots
+		return // not answered: the requester's other replica, or its timeout
+	}
+	c := &caller{msg: msg, api: a, done: make(chan struct{})}
 	a.wg.Go(func() {
 		defer func() { <-a.slots }()
-		f, kind, err := onebot.Classify(msg.Data)
-		if kind != onebot.KindAPIRequest {
-			why := "not an API request"
-			if err != nil {
-				why += ": " + err.Error()
-			}
-			a.router.Reject(c, msg.Data, f, why)
-			return
+		a.call(c)
+		// Every call is answered once (the router's timeout at the
+		// latest); then the router forgets this one-call caller.
+		select {
+		case <-c.done:
+		case <-a.gone:
 		}
-		if action := onebot.BaseAction(msg.Data, f); !a.acl.Permits(action) {
-			a.router.Forbid(c, msg.Data, f, action)
-			return
-		}
-		a.router.Request(c, msg.Data, f)
+		a.router.Forget(c)
 	})
+}
+
+// call hands c's request to the router.
+func (a *API) call(c *caller) {
+	b := c.msg.Data
+	f, kind, err := onebot.Classify(b)
+	switch {
+	case kind != onebot.KindAPIRequest:
+		why := "not an API request"
+		if err != nil {
+			why += ": " + err.Error()
+		}
+		a.router.Reject(c, b, f, why)
+	case !a.acl.Permits(onebot.BaseAction(b, f)):
+		a.router.Forbid(c, b, f, onebot.BaseAction(b, f))
+	default:
+		a.router.Request(c, b, f)
+	}
 }
 
 // caller is one NATS request as a proxy.Caller: its response is the reply.
@@ -113,6 +163,7 @@ type caller struct {
 	msg  *nats.Msg
 	api  *API
 	once sync.Once
+	done chan struct{} // closed once answered
 }
 
 func (c *caller) Deliver(frame []byte) {
@@ -120,6 +171,7 @@ func (c *caller) Deliver(frame []byte) {
 		if err := c.msg.Respond(frame); err != nil {
 			c.api.log.Debug("NATS API reply not sent", "error", err)
 		}
+		close(c.done)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,11 +46,8 @@ type Delivery interface {
 	// Next is the sequence number the next event will get.
 	Next() uint64
 	// Delivered is the sequence number before which every connected peer
-	// has every event.
-	Delivered() uint64
-	// Closing reports whether the hub is shutting down: its peers are
-	// leaving, and what they did not get must not be acknowledged.
-	Closing() bool
+	// has every event; false while nothing may be acknowledged.
+	Delivered() (uint64, bool)
 }
 
 // Edge is the upstream of an obmux that takes its account's events from
@@ -69,12 +67,18 @@ type Edge struct {
 	log    *slog.Logger
 
 	mu      sync.Mutex
+	gen     uint64 // counts the consumers set up; a replaced one's messages are ignored
 	marks   []mark // events handed to the hub and not yet acknowledged
-	lastSeq uint64 // stream sequence of the last message taken (consume goroutine)
+	lastSeq uint64 // stream sequence of the last message taken
+	// delivered is the consumer sequence of the last delivery (0: none
+	// yet from this consumer); gap is set when one was skipped.
+	delivered uint64
+	gap       atomic.Bool
 
-	calls  sync.WaitGroup // API requests in flight
-	stopCh chan struct{}  // closed by Close: API requests give up
-	once   sync.Once
+	callsMu sync.Mutex     // orders calls.Go after Close's stopped
+	stopped bool           // Close was called: no new API requests
+	calls   sync.WaitGroup // API requests in flight
+	stopCh  chan struct{}  // closed by Close: API requests give up
 }
 
 // mark is a message taken and the hub sequence number after it (0: nothing
@@ -106,45 +110,75 @@ func (e *Edge) Ready() bool {
 	return s.Online
 }
 
-// Run consumes the stream until ctx is done.
+// Run consumes the stream until ctx is done. The consumer is set up again
+// at its acknowledged position whenever what it delivers can no longer be
+// trusted to be whole: NATS reconnected (messages sent into the old
+// connection are lost to it), a delivery was skipped, or the consumer was
+// deleted.
 func (e *Edge) Run(ctx context.Context) {
 	e.router.Attach(e.send)
 	defer e.router.Attach(nil)
 	var fails health.FailureLog
-	for {
+	for ctx.Err() == nil {
 		cc, err := e.consume(ctx)
 		if err == nil {
 			fails.Reset()
-			e.serve(ctx, cc)
+			why := e.serve(ctx, cc)
 			cc.Stop()
-			e.setOnline(false, nil)
-			return
+			e.restart()
+			if why != "" {
+				e.log.Warn("consuming the stream again from the acknowledged position", "why", why)
+			}
+			continue
 		}
+		e.setOnline(false, err)
 		e.stats.Failed(err)
 		fails.Log(e.log, "NATS stream not readable; retrying", err,
 			"is the account side's obmux running with OBMUX_NATS_URL and the same OBMUX_NATS_STREAM?")
 		select {
 		case <-ctx.Done():
-			return
 		case <-time.After(e.cfg.Retry):
+		}
+	}
+	e.setOnline(false, nil)
+}
+
+// serve acknowledges what the peers have and follows the connection's
+// state until ctx is done ("") or the consumer must be set up again (why).
+func (e *Edge) serve(ctx context.Context, cc jetstream.ConsumeContext) string {
+	tick := time.NewTicker(e.cfg.AckEvery)
+	defer tick.Stop()
+	reconnects := e.nc.Stats().Reconnects
+	for {
+		e.setOnline(e.nc.IsConnected(), nil)
+		switch {
+		case e.nc.Stats().Reconnects != reconnects:
+			return "NATS reconnected"
+		case e.gap.Load():
+			return "a delivery was skipped"
+		}
+		e.ack()
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-cc.Closed():
+			return "the consumer stopped (deleted, or another edge took its name)"
+		case <-tick.C:
 		}
 	}
 }
 
-// serve acknowledges what the peers have and follows the connection's
-// state until ctx is done.
-func (e *Edge) serve(ctx context.Context, cc jetstream.ConsumeContext) {
-	tick := time.NewTicker(e.cfg.AckEvery)
-	defer tick.Stop()
-	for {
-		e.setOnline(e.nc.IsConnected(), nil)
-		e.ack()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+// restart forgets the deliveries of a consumer that is being replaced: its
+// messages can no longer be acknowledged; the new one delivers again from
+// the acknowledged position, and what the hub has already is skipped.
+func (e *Edge) restart() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.gen++
+	clear(e.marks)
+	e.marks = e.marks[:0]
+	e.delivered = 0
+	e.gap.Store(false)
 }
 
 func (e *Edge) setOnline(on bool, err error) {
@@ -191,15 +225,32 @@ func (e *Edge) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
 	if cfg.OptStartSeq > 0 {
 		e.log.Info("resuming the stream where this edge's peers left off", "consumer", e.cfg.Consumer, "from_seq", cfg.OptStartSeq)
 	}
-	return c.Consume(e.take)
+	e.mu.Lock()
+	gen := e.gen
+	e.mu.Unlock()
+	return c.Consume(func(msg jetstream.Msg) { e.take(gen, msg) })
 }
 
 // take is the consumer's handler: one message, in stream order.
-func (e *Edge) take(msg jetstream.Msg) {
+func (e *Edge) take(gen uint64, msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
 		return
 	}
+	// Under e.mu, so that a consumer being replaced (whose handler may
+	// still run after Stop) cannot interleave with its successor.
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gen != e.gen || e.gap.Load() {
+		return // a consumer replaced, or about to be
+	}
+	if e.delivered != 0 && md.Sequence.Consumer != e.delivered+1 {
+		// A delivery never arrived (sent into a connection that died):
+		// acknowledging past it would lose it.
+		e.gap.Store(true)
+		return
+	}
+	e.delivered = md.Sequence.Consumer
 	if md.Sequence.Stream <= e.lastSeq {
 		return // delivered again; the hub has it
 	}
@@ -211,9 +262,7 @@ func (e *Edge) take(msg jetstream.Msg) {
 		e.hub.Event(msg.Data())
 		m.next = e.hub.Next()
 	}
-	e.mu.Lock()
 	e.marks = append(e.marks, m)
-	e.mu.Unlock()
 }
 
 // status applies the account side's status message.
@@ -233,12 +282,29 @@ func (e *Edge) status(b []byte) {
 	}
 }
 
+// Settle acknowledges what every peer has, and waits until JetStream
+// confirmed it (or ctx is done): at shutdown, before the peers leave, so
+// that a restart does not repeat what they got.
+func (e *Edge) Settle(ctx context.Context) {
+	if last := e.ackable(); last != nil {
+		_ = last.DoubleAck(ctx)
+	}
+}
+
 // ack acknowledges (AckAll) the newest message every connected peer has.
 func (e *Edge) ack() {
-	if e.hub.Closing() {
-		return
+	if last := e.ackable(); last != nil {
+		_ = last.Ack()
 	}
-	low := e.hub.Delivered()
+}
+
+// ackable takes the marks every connected peer has and returns the newest
+// of their messages (nil: none), which acknowledges them all.
+func (e *Edge) ackable() jetstream.Msg {
+	low, ok := e.hub.Delivered()
+	if !ok {
+		return nil
+	}
 	e.mu.Lock()
 	i := 0
 	for i < len(e.marks) && e.marks[i].next <= low {
@@ -251,25 +317,23 @@ func (e *Edge) ack() {
 		e.marks = e.marks[i:]
 	}
 	e.mu.Unlock()
-	if last != nil {
-		_ = last.Ack()
-	}
+	return last
 }
 
 // send is the router's way to the account side: the call becomes a NATS
 // request; its reply is routed like an upstream's response.
 func (e *Edge) send(frame []byte) error {
-	select {
-	case <-e.stopCh:
-		return errors.New("obmux is shutting down")
-	default:
-	}
 	if !e.nc.IsConnected() {
 		return errors.New("NATS not connected")
 	}
 	msg := nats.NewMsg(APISubject(e.cfg.SelfID))
 	msg.Data = frame
 	msg.Header.Set(CallerHeader, e.cfg.Consumer)
+	e.callsMu.Lock()
+	defer e.callsMu.Unlock()
+	if e.stopped {
+		return errors.New("obmux is shutting down")
+	}
 	e.calls.Go(func() { e.request(msg) })
 	return nil
 }
@@ -288,11 +352,15 @@ func (e *Edge) request(msg *nats.Msg) {
 		}
 	}()
 	reply, err := e.nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			e.router.Undelivered(msg.Data, "no account side answers on "+msg.Subject+" (is its obmux running with OBMUX_NATS_URL?)")
-		}
-		return // a timeout is the router's own 1504
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		e.router.Undelivered(msg.Data, "no account side answers on "+msg.Subject+" (is its obmux running with OBMUX_NATS_URL?)")
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		return // the router's own 1504 answers it
+	case err != nil:
+		e.router.Undelivered(msg.Data, "NATS request to the account side failed: "+err.Error())
+		return
 	}
 	if f, err := onebot.Scan(reply.Data); err == nil {
 		e.router.Response(reply.Data, f)
@@ -302,6 +370,11 @@ func (e *Edge) request(msg *nats.Msg) {
 // Close stops the API requests in flight; Run returns when its context is
 // done.
 func (e *Edge) Close(context.Context) {
-	e.once.Do(func() { close(e.stopCh) })
+	e.callsMu.Lock()
+	if !e.stopped {
+		e.stopped = true
+		close(e.stopCh)
+	}
+	e.callsMu.Unlock()
 	e.calls.Wait()
 }

@@ -154,7 +154,9 @@ func (p *Publisher) add(subject string, b []byte) {
 	}
 }
 
-// Run makes sure the stream exists, then publishes until ctx is done.
+// Run makes sure the stream exists, then publishes until ctx is done; when
+// the stream goes away (deleted, or NATS came back with an empty store) it
+// is made again before publishing goes on.
 func (p *Publisher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -162,24 +164,24 @@ func (p *Publisher) Run(ctx context.Context) {
 		wg.Go(func() { p.watchAccount(ctx) })
 	}
 	var fails health.FailureLog
-	for {
+	for ctx.Err() == nil {
 		err := EnsureStream(ctx, p.js, p.cfg)
 		if err == nil {
-			break
+			fails.Reset()
+			p.publishLoop(ctx)
+			continue
 		}
 		fails.Log(p.log, "NATS stream not ready; events wait in the buffer", err,
 			"check OBMUX_NATS_URL and that the server runs with JetStream enabled (nats-server -js)")
-		if !sleep(ctx, p.cfg.Retry) {
-			return
-		}
+		sleep(ctx, p.cfg.Retry)
 	}
-	p.publishLoop(ctx)
 }
 
 // publishLoop keeps up to MaxInflight publishes awaiting acknowledgement
 // and takes the acknowledgements in order. On a failure every publish not
 // acknowledged is sent again with its message id: JetStream stores each
-// id once, so the events stay in order without duplicates.
+// id once, so the events stay in order without duplicates. It returns when
+// ctx is done or the stream is gone.
 func (p *Publisher) publishLoop(ctx context.Context) {
 	var futures []jetstream.PubAckFuture // for buf[:len(futures)]
 	var fails health.FailureLog
@@ -207,12 +209,39 @@ func (p *Publisher) publishLoop(ctx context.Context) {
 			}
 		}
 		p.m.errors.Inc()
-		fails.Log(p.log, "NATS publish failed; publishing again", err, "")
 		futures = futures[:0]
+		switch publishFailure(err) {
+		case failRejected:
+			p.rejected(err) // the oldest can never be stored: drop it, go on
+			continue
+		case failStreamGone:
+			fails.Log(p.log, "NATS stream gone; making it again", err, "")
+			return
+		}
+		fails.Log(p.log, "NATS publish failed; publishing again", err, "")
 		if !sleep(ctx, p.cfg.Retry) {
 			return
 		}
 	}
+}
+
+// What a failed publish means for the events waiting.
+const (
+	failRetry      = iota // NATS away or slow: publish them again
+	failRejected          // the stream refuses the oldest for good
+	failStreamGone        // no stream takes them: make it again
+)
+
+func publishFailure(err error) int {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return failRejected
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound,
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrStreamNotFound):
+		return failStreamGone
+	}
+	return failRetry
 }
 
 // fill publishes the buffered events that have no publish in flight, up to
@@ -245,7 +274,7 @@ func (p *Publisher) fill(futures []jetstream.PubAckFuture) ([]jetstream.PubAckFu
 			if i > 0 {
 				break // dropped once it is the oldest, so that order holds
 			}
-			p.tooLarge(e, limit)
+			p.tooLarge(e, limit, nil)
 			continue
 		}
 		msg := &nats.Msg{Subject: e.subject, Data: e.data, Header: nats.Header{}}
@@ -259,15 +288,35 @@ func (p *Publisher) fill(futures []jetstream.PubAckFuture) ([]jetstream.PubAckFu
 	return futures, nil
 }
 
-// tooLarge drops the oldest event, e, which the server would refuse.
-func (p *Publisher) tooLarge(e entry, limit int64) {
+// rejected drops the oldest event, which the stream refused for good (its
+// max_msg_size), counted as too_large.
+func (p *Publisher) rejected(err error) {
+	p.mu.Lock()
+	var e entry
+	if len(p.buf) > 0 {
+		e = p.buf[0]
+	}
+	p.mu.Unlock()
+	if e.data != nil {
+		p.tooLarge(e, -1, err)
+	}
+}
+
+// tooLarge drops the oldest event, e, which the server (max_payload limit)
+// or the stream (err) refuses.
+func (p *Publisher) tooLarge(e entry, limit int64, err error) {
 	p.m.droppedLarge.Inc()
 	level := slog.LevelWarn
 	if p.largeWarned.Swap(true) {
 		level = slog.LevelDebug
 	}
-	p.log.Log(context.Background(), level, "event not published to NATS: larger than the server's max_payload (raise max_payload in nats-server's config)",
-		"subject", e.subject, "bytes", len(e.data), "max_payload", limit)
+	if err == nil {
+		p.log.Log(context.Background(), level, "event not published to NATS: larger than the server's max_payload (raise max_payload in nats-server's config)",
+			"subject", e.subject, "bytes", len(e.data), "max_payload", limit)
+	} else {
+		p.log.Log(context.Background(), level, "event not published to NATS: the stream refuses it (raise the stream's max_msg_size)",
+			"subject", e.subject, "bytes", len(e.data), "error", err)
+	}
 	p.pop()
 }
 

@@ -347,3 +347,18 @@ func TestTokenAuth(t *testing.T) {
 		}
 	})
 }
+
+// The stream disappears while obmux runs (an operator deletes it, NATS
+// comes back with an empty store): it is made again and publishing goes on.
+func TestStreamDeletedAtRuntime(t *testing.T) {
+	srv := natstest.Start(t, t.TempDir(), 0)
+	p := startPublisher(t, srv.URL(), testConfig())
+	p.Event([]byte(`{"post_type":"notice","notice_type":"a","self_id":1}`))
+	flushed(t, p.Publisher)
+	srv.DeleteStream(t, "ONEBOT")
+	p.Event([]byte(`{"post_type":"notice","notice_type":"b","self_id":1}`))
+	flushed(t, p.Publisher)
+	if got := srv.Stored(t, "ONEBOT"); len(got) != 1 || got[0].Subject() != "onebot.1.event.notice.b" {
+		t.Errorf("the stream made again holds %d messages", len(got))
+	}
+}

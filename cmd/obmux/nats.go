@@ -77,6 +77,13 @@ func (b *natsBus) run(ctx context.Context) {
 	wg.Wait()
 }
 
+// stopAPI stops serving NATS API requests, first thing at shutdown.
+func (b *natsBus) stopAPI() {
+	if b != nil {
+		b.api.Stop()
+	}
+}
+
 // flush waits, once the upstream is closed, until JetStream took every
 // buffered event or ctx is done.
 func (b *natsBus) flush(ctx context.Context) {

@@ -123,7 +123,8 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	sc.hub = fanout.NewHub(fanout.Config{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
 		Slow: fanout.SlowPolicy(cfg.SlowTarget), ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes,
 		ReplayMaxAge: cfg.ReplayMaxAge, HeartbeatInterval: cfg.HeartbeatInterval,
-		Conn: peerCfg, Backoff: backoff, UserAgent: sc.ua, Ingest: policy.NewIngest(policies...)}, state, sc.router, mon, log)
+		Conn: peerCfg, Backoff: backoff, UserAgent: sc.ua, Ingest: policy.NewIngest(policies...),
+		Durable: cfg.Edge()}, state, sc.router, mon, log)
 	upCfg := connCfg
 	upCfg.KeepReadBuffer = int(cfg.MaxMessageBytes) // events with images arrive here
 	// The upstream's queue holds every caller's calls: each caller has at
@@ -301,6 +302,12 @@ func (sc *sidecar) shutdown(ls *listeners, stopRun, stopBus context.CancelFunc) 
 	// Stop accepting, with a short deadline of its own: a client holding a
 	// request open must not use the peers' time.
 	stopServers(servers(ls.others), listenersShutdown(cfg))
+	// NATS callers go to another replica from now on; an edge tells
+	// JetStream what its peers have, before they leave.
+	sc.bus.stopAPI()
+	if e, ok := sc.up.(interface{ Settle(context.Context) }); ok {
+		e.Settle(shCtx)
+	}
 	// Peers first, with most of the time; the upstream then gets its 1001
 	// even when a stuck peer used the peers' share.
 	peersCtx, cancelPeers := context.WithTimeout(shCtx, cfg.ShutdownTimeout*4/5)

@@ -163,3 +163,41 @@ func (s *Server) AckFloor(t testing.TB, stream, consumer string) uint64 {
 	}
 	return info.AckFloor.Stream
 }
+
+// Consumer returns what JetStream knows of consumer of stream (nil while it
+// does not exist).
+func (s *Server) Consumer(t testing.TB, stream, consumer string) *jetstream.ConsumerInfo {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	c, err := js.Consumer(context.Background(), stream, consumer)
+	if err != nil {
+		return nil
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		return nil
+	}
+	return info
+}
+
+// DeleteConsumer deletes consumer of stream, as an operator's
+// `nats consumer rm` would.
+func (s *Server) DeleteConsumer(t testing.TB, stream, consumer string) {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	if err := js.DeleteConsumer(context.Background(), stream, consumer); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteStream deletes stream, as an operator's `nats stream rm` would.
+func (s *Server) DeleteStream(t testing.TB, stream string) {
+	t.Helper()
+	js, done := s.js(t)
+	defer done()
+	if err := js.DeleteStream(context.Background(), stream); err != nil {
+		t.Fatal(err)
+	}
+}
