@@ -332,10 +332,16 @@ func next(t *testing.T, p *sim.Peer) []byte {
 }
 
 // nextEvent returns the next frame of p that is not a heartbeat.
+// It fails the test when none comes within wait: heartbeats do not extend
+// the wait.
 func nextEvent(t *testing.T, p *sim.Peer) []byte {
 	t.Helper()
+	ctx := ctxT(t)
 	for {
-		b := next(t, p)
+		b, err := p.Next(ctx)
+		if err != nil {
+			t.Fatalf("no event (only heartbeats, if anything) within %s: %v", wait, err)
+		}
 		if !bytes.Contains(b, []byte(`"meta_event_type":"heartbeat"`)) {
 			return b
 		}
