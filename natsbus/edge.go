@@ -217,6 +217,9 @@ func (e *Edge) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
 		}
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("consumer %s: %w", e.cfg.Consumer, err)
+	} else if last := e.taken(); last > 0 {
+		// Deleted under a running edge: go on after what the hub has.
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
 	}
 	c, err := s.CreateConsumer(ctx, cfg)
 	if err != nil {
@@ -229,6 +232,14 @@ func (e *Edge) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
 	gen := e.gen
 	e.mu.Unlock()
 	return c.Consume(func(msg jetstream.Msg) { e.take(gen, msg) })
+}
+
+// taken is the stream sequence of the last message handed to the hub (0:
+// none in this process).
+func (e *Edge) taken() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastSeq
 }
 
 // take is the consumer's handler: one message, in stream order.

@@ -117,7 +117,10 @@ func (s *Server) Messages(t testing.TB, stream string, from uint64, n int) []jet
 	}
 	var out []jetstream.Msg
 	for len(out) < n {
-		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(wait))
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d messages of %s from %d within %s", len(out), n, stream, from, wait)
+		}
+		batch, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
