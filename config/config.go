@@ -97,6 +97,11 @@ type Config struct {
 	// NATSCallers is the policy of the API calls made over NATS, from
 	// OBMUX_NATS_API_ALLOW and OBMUX_NATS_API_DENY.
 	NATSCallers policy.Policy `env:"-"`
+	// NATSNamed is the policy of each named NATS caller (header
+	// Obmux-Caller), from OBMUX_NATS_CALLER_<NAME>_API_ALLOW/_API_DENY, by
+	// natsbus.CallerKey of the name; a caller not named here gets
+	// NATSCallers.
+	NATSNamed map[string]policy.Policy `env:"-"`
 
 	// Targets come from OBMUX_TARGET_<NAME>_<SUFFIX> (URL, TOKEN and the
 	// rows of policy.Vars), sorted by name.
@@ -171,6 +176,12 @@ func parseNamed(cfg *Config, vars map[string]string) []string {
 			row, _ := policy.Lookup(m[1])
 			if err := row.Set(&cfg.Forward, v); err != nil {
 				problems = append(problems, policy.Problem(k, v, err))
+			}
+			continue
+		}
+		if m := natsCallerVar.FindStringSubmatch(k); m != nil {
+			if p := setNATSCaller(cfg, k, m[1], m[2], v); p != "" {
+				problems = append(problems, p)
 			}
 			continue
 		}
@@ -492,6 +503,9 @@ func CheckName(name string) string {
 		if !targetName.MatchString(m[1]) {
 			return "the target name may hold only letters, digits and _"
 		}
+		return ""
+	}
+	if m := natsCallerVar.FindStringSubmatch(name); m != nil && targetName.MatchString(m[1]) {
 		return ""
 	}
 	return "obmux reads no such variable (see config/config.go, or OBMUX_TARGET_<NAME>_ and one of " + strings.Join(targetSuffixes, ", ") + ")"

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/obmux/obmux/natsbus"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/wsconn"
 )
 
@@ -15,6 +17,30 @@ var natsSuffixes = []string{"API_ALLOW", "API_DENY"}
 
 // natsVar matches them.
 var natsVar = regexp.MustCompile(`^OBMUX_NATS_(` + strings.Join(natsSuffixes, "|") + `)$`)
+
+// natsCallerVar matches the policy of one named NATS caller,
+// OBMUX_NATS_CALLER_<NAME>_<SUFFIX>: the caller whose requests carry the
+// header Obmux-Caller: <name> (an edge sends its consumer name).
+var natsCallerVar = regexp.MustCompile(`^OBMUX_NATS_CALLER_(.+?)_(` + strings.Join(natsSuffixes, "|") + `)$`)
+
+// setNATSCaller sets one named NATS caller's variable; it returns a problem
+// or "".
+func setNATSCaller(cfg *Config, k, name, suffix, v string) string {
+	if !targetName.MatchString(name) {
+		return k + ": the caller name may hold only letters, digits and _"
+	}
+	if cfg.NATSNamed == nil {
+		cfg.NATSNamed = map[string]policy.Policy{}
+	}
+	key := natsbus.CallerKey(name)
+	pol := cfg.NATSNamed[key]
+	row, _ := policy.Lookup(suffix)
+	if err := row.Set(&pol, v); err != nil {
+		return policy.Problem(k, v, err)
+	}
+	cfg.NATSNamed[key] = pol
+	return ""
+}
 
 // Edge reports whether obmux takes its events from NATS
 // (OBMUX_UPSTREAM_URL=nats://...) rather than from a OneBot implementation.

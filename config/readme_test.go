@@ -45,6 +45,9 @@ func documentedNames() map[string]bool {
 	for _, s := range targetSuffixes {
 		names[Prefix+"TARGET_<NAME>_"+s] = true
 	}
+	for _, s := range natsSuffixes {
+		names[Prefix+"NATS_CALLER_<NAME>_"+s] = true
+	}
 	return names
 }
 

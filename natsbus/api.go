@@ -3,6 +3,7 @@ package natsbus
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,9 +26,11 @@ const queueGroup = "obmux"
 type API struct {
 	nc     *nats.Conn
 	router *proxy.Router
-	acl    policy.ACL // OBMUX_NATS_API_ALLOW / _API_DENY
+	// byName are the callers named by OBMUX_NATS_CALLER_<NAME>_*, by
+	// CallerKey; anyone is every other request's.
+	byName map[string]*callerKind
+	anyone *callerKind
 	acct   *health.Account
-	stats  *health.Stats
 	log    *slog.Logger
 	// slots bounds the NATS calls in flight (OBMUX_API_MAX_INFLIGHT for all
 	// NATS callers together); a request waiting for one holds the
@@ -42,20 +45,60 @@ type API struct {
 	wg     sync.WaitGroup // the calls in flight
 }
 
-// NewAPI returns an API that routes the calls acl permits through router,
-// with at most maxInflight of them in flight at once.
-func NewAPI(nc *nats.Conn, router *proxy.Router, acl policy.ACL, acct *health.Account, mon *health.Monitor, maxInflight int, log *slog.Logger) *API {
-	st := mon.Track(health.RoleNATS, "nats")
-	st.Up()
-	return &API{nc: nc, router: router, acl: acl, acct: acct, stats: st, log: log,
+// callerKind is what the requests of one named caller (or of the unnamed)
+// share: their API policy and their metrics.
+type callerKind struct {
+	acl   policy.ACL
+	stats *health.Stats
+}
+
+// CallerHeader names the caller of an API request over NATS: an edge sends
+// its consumer name. A caller named by OBMUX_NATS_CALLER_<NAME>_* gets its
+// own policy and metrics (name "nats:<name>"); any other, the default.
+const CallerHeader = "Obmux-Caller"
+
+// CallerKey is how a caller's name is looked up: lower case, with '-' and
+// '.' as '_' (environment variable names hold neither).
+func CallerKey(name string) string {
+	return strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToLower(name))
+}
+
+// NewAPI returns an API that routes the calls their caller's policy
+// permits through router: acl for any caller, named[CallerKey(name)] for
+// a named one; at most maxInflight calls are in flight at once.
+func NewAPI(nc *nats.Conn, router *proxy.Router, acl policy.ACL, named map[string]policy.ACL, acct *health.Account,
+	mon *health.Monitor, maxInflight int, log *slog.Logger) *API {
+	kind := func(name string, acl policy.ACL) *callerKind {
+		st := mon.Track(health.RoleNATS, name)
+		st.Up()
+		return &callerKind{acl: acl, stats: st}
+	}
+	a := &API{nc: nc, router: router, anyone: kind("nats", acl), byName: map[string]*callerKind{}, acct: acct, log: log,
 		slots: make(chan struct{}, max(maxInflight, 1)), gone: make(chan struct{})}
+	for name, acl := range named {
+		a.byName[CallerKey(name)] = kind("nats:"+CallerKey(name), acl)
+	}
+	return a
+}
+
+// kindOf returns the kind of msg's caller.
+func (a *API) kindOf(msg *nats.Msg) *callerKind {
+	if k := a.byName[CallerKey(msg.Header.Get(CallerHeader))]; k != nil {
+		return k
+	}
+	return a.anyone
 }
 
 // Run subscribes to the API subject of the account once its self_id is
 // known, follows a change of self_id, and returns when ctx is done, after
 // the calls in flight were answered.
 func (a *API) Run(ctx context.Context) {
-	defer a.stats.Untrack()
+	defer func() {
+		a.anyone.stats.Untrack()
+		for _, k := range a.byName {
+			k.stats.Untrack()
+		}
+	}()
 	defer a.wg.Wait()
 	defer close(a.gone)
 	defer a.Stop()
@@ -126,7 +169,7 @@ func (a *API) handle(msg *nats.Msg) {
 		<-a.slots
 		return // not answered: the requester's other replica, or its timeout
 	}
-	c := &caller{msg: msg, api: a, done: make(chan struct{})}
+	c := &caller{msg: msg, api: a, kind: a.kindOf(msg), done: make(chan struct{})}
 	a.wg.Go(func() {
 		defer func() { <-a.slots }()
 		a.call(c)
@@ -151,7 +194,7 @@ func (a *API) call(c *caller) {
 			why += ": " + err.Error()
 		}
 		a.router.Reject(c, b, f, why)
-	case !a.acl.Permits(onebot.BaseAction(b, f)):
+	case !c.kind.acl.Permits(onebot.BaseAction(b, f)):
 		a.router.Forbid(c, b, f, onebot.BaseAction(b, f))
 	default:
 		a.router.Request(c, b, f)
@@ -162,6 +205,7 @@ func (a *API) call(c *caller) {
 type caller struct {
 	msg  *nats.Msg
 	api  *API
+	kind *callerKind
 	once sync.Once
 	done chan struct{} // closed once answered
 }
@@ -175,7 +219,7 @@ func (c *caller) Deliver(frame []byte) {
 	})
 }
 
-func (c *caller) Stats() *health.Stats  { return c.api.stats }
+func (c *caller) Stats() *health.Stats  { return c.kind.stats }
 func (c *caller) Gone() <-chan struct{} { return c.api.gone }
 func (c *caller) Hold(bool)             {}
 

@@ -349,9 +349,6 @@ func (e *Edge) send(frame []byte) error {
 	return nil
 }
 
-// CallerHeader names the edge that makes an API call over NATS.
-const CallerHeader = "Obmux-Caller"
-
 func (e *Edge) request(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.APITimeout)
 	defer cancel()

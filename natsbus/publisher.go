@@ -61,6 +61,10 @@ type Publisher struct {
 	wake        chan struct{}
 	largeWarned atomic.Bool // the first too-large event is logged at warn, the others at debug
 
+	statusMu   sync.Mutex
+	statusSent bool // an online state was published
+	lastUp     bool // the last one published
+
 	mu       sync.Mutex
 	buf      []entry // oldest first
 	bytes    int64
@@ -339,10 +343,14 @@ func (p *Publisher) pop() {
 	p.mu.Unlock()
 }
 
-// Flushed returns a channel closed once every event queued so far has been
-// acknowledged (at once when none waits): at shutdown, after the upstream
-// is closed, waiting on it loses nothing that JetStream can still take.
+// Flushed returns a channel closed once every event queued so far, and the
+// account's state now, have been acknowledged (at once when none waits):
+// at shutdown, after the upstream is closed, waiting on it loses nothing
+// that JetStream can still take.
 func (p *Publisher) Flushed() <-chan struct{} {
+	if p.cfg.Account != nil {
+		p.noteAccount() // the watcher may not have seen the last change yet
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.buf) == 0 {
@@ -360,19 +368,26 @@ func (p *Publisher) Flushed() <-chan struct{} {
 // account's online state.
 func (p *Publisher) watchAccount(ctx context.Context) {
 	ch := p.cfg.Account.Watch()
-	var last *bool
 	for {
-		st := p.cfg.Account.State()
-		p.selfID.Store(st.SelfID)
-		if up := st.Up(); st.SelfID != 0 && (last == nil || *last != up) {
-			last = &up
-			p.status(st)
-		}
+		p.noteAccount()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// noteAccount takes the account's state now: its self_id, and its online
+// state on the status subject when that changed.
+func (p *Publisher) noteAccount() {
+	st := p.cfg.Account.State()
+	p.selfID.Store(st.SelfID)
+	p.statusMu.Lock()
+	defer p.statusMu.Unlock()
+	if up := st.Up(); st.SelfID != 0 && (!p.statusSent || p.lastUp != up) {
+		p.statusSent, p.lastUp = true, up
+		p.status(st)
 	}
 }
 

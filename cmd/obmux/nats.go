@@ -16,6 +16,7 @@ import (
 	"github.com/obmux/obmux/fanout"
 	"github.com/obmux/obmux/health"
 	"github.com/obmux/obmux/natsbus"
+	"github.com/obmux/obmux/policy"
 	"github.com/obmux/obmux/proxy"
 )
 
@@ -54,7 +55,11 @@ func newNATSBus(cfg config.Config, router *proxy.Router, acct *health.Account, m
 		nc.Close()
 		return nil, err
 	}
-	api := natsbus.NewAPI(nc, router, cfg.NATSCallers.API, acct, mon, cfg.APIMaxInflight, log)
+	named := map[string]policy.ACL{}
+	for name, p := range cfg.NATSNamed {
+		named[name] = p.API
+	}
+	api := natsbus.NewAPI(nc, router, cfg.NATSCallers.API, named, acct, mon, cfg.APIMaxInflight, log)
 	return &natsBus{nc: nc, pub: pub, api: api, log: log}, nil
 }
 

@@ -24,7 +24,7 @@ func TestNATSAccountSide(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0")
 	tg := newTarget(t)
 	in := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_TARGET_BOT_URL="+tg.URL, "OBMUX_NATS_URL="+ns.URL(),
-		"OBMUX_NATS_API_DENY=set_group_kick")
+		"OBMUX_NATS_API_DENY=set_group_kick", "OBMUX_NATS_CALLER_EDGE_1_API_ALLOW=get_*")
 	up.connected()
 	p := tg.accept()
 	eventually(t, "the stream exists", func() bool { return in.metric("obmux_nats_connected") == 1 })
@@ -86,6 +86,21 @@ func TestNATSAccountSide(t *testing.T) {
 	}
 	if v := in.metric("obmux_api_requests_total", "name=nats", "outcome=forbidden"); v != 1 {
 		t.Errorf("obmux_api_requests_total{name=nats,outcome=forbidden} = %v, want 1", v)
+	}
+	// A named caller (an edge sends its consumer name) has its own policy.
+	named := nats.NewMsg("onebot.10001.api")
+	named.Header.Set("Obmux-Caller", "edge-1")
+	named.Data = []byte(`{"action":"send_msg","params":{"user_id":1,"message":"hi"},"echo":"n"}`)
+	reply, err = nc.RequestMsg(named, wait)
+	if err != nil || !bytes.Contains(reply.Data, []byte(`"retcode":1403`)) {
+		t.Fatalf("send_msg from edge-1 (OBMUX_NATS_CALLER_EDGE_1_API_ALLOW=get_*): %s, %v", reply.Data, err)
+	}
+	if v := in.metric("obmux_api_requests_total", "name=nats:edge_1", "outcome=forbidden"); v != 1 {
+		t.Errorf("obmux_api_requests_total{name=nats:edge_1,outcome=forbidden} = %v, want 1", v)
+	}
+	reply, err = nc.Request("onebot.10001.api", named.Data, wait)
+	if err != nil || !bytes.Contains(reply.Data, []byte(`"status":"ok"`)) {
+		t.Fatalf("the same send_msg from an unnamed caller: %s, %v", reply.Data, err)
 	}
 	reply, err = nc.Request("onebot.10001.api", []byte(`{"echo":"x"}`), wait)
 	if err != nil || !bytes.Contains(reply.Data, []byte(`"retcode":1400`)) || !bytes.Contains(reply.Data, []byte(`"echo":"x"`)) {
