@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/obmux/obmux/internal/natstest"
 	"github.com/obmux/obmux/internal/sim"
 )
 
@@ -38,10 +37,7 @@ func expectEvents(t *testing.T, p *sim.Peer, want [][]byte, what string) {
 // acknowledged until the target has connected, and its first connection
 // gets what the edge took meanwhile.
 func TestNATSEdgeRestartTargetLate(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	up.connected()
+	ns, up, _ := accountSide(t)
 	tg := newTarget(t)
 	var refuse atomic.Bool
 	tg.Check = func(*http.Request) int {
@@ -52,7 +48,7 @@ func TestNATSEdgeRestartTargetLate(t *testing.T) {
 	}
 	edge := start(t, edgeEnv(ns, "late", tg)...)
 	p := tg.accept()
-	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+	consuming(t, edge)
 	expectEvents(t, p, sendEvents(up, 0, 10), "first run")
 	edge.stop()
 	floor := ns.AckFloor(t, "ONEBOT", "late")
@@ -86,14 +82,11 @@ func TestNATSEdgeRestartTargetLate(t *testing.T) {
 // The edge's consumer is deleted (by an operator, or by a second edge of
 // the same name): the edge sets it up again and its target goes on.
 func TestNATSEdgeConsumerDeleted(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	up.connected()
+	ns, up, _ := accountSide(t)
 	tg := newTarget(t)
 	edge := start(t, edgeEnv(ns, "del", tg)...)
 	p := tg.accept()
-	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+	consuming(t, edge)
 	expectEvents(t, p, sendEvents(up, 0, 1), "before")
 	ns.DeleteConsumer(t, "ONEBOT", "del")
 	expectEvents(t, p, sendEvents(up, 1, 5), "after the consumer was deleted")
@@ -102,15 +95,12 @@ func TestNATSEdgeConsumerDeleted(t *testing.T) {
 // The edge's link to NATS goes dark while the server sends it events, then
 // is cut: what was sent into the dead connection comes again, in order.
 func TestNATSEdgeLinkCutInFlight(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	up.connected()
+	ns, up, acct := accountSide(t)
 	fp := faultProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
 	tg := newTarget(t)
 	edge := start(t, "OBMUX_UPSTREAM_URL=nats://"+fp.Addr, "OBMUX_SELF_ID=10001", "OBMUX_NATS_CONSUMER=cut", "OBMUX_TARGET_A_URL="+tg.URL)
 	p := tg.accept()
-	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+	consuming(t, edge)
 	expectEvents(t, p, sendEvents(up, 0, 1), "before")
 	fp.Blackhole(true)
 	dark := sendEvents(up, 1, 20)

@@ -155,10 +155,7 @@ func edgeEnv(ns *natstest.Server, consumer string, targets ...*target) []string 
 // the account side and back with its echo; with no account side it is
 // answered 1502 at once.
 func TestNATSEdges(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	up.connected()
+	ns, up, acct := accountSide(t)
 	eventually(t, "the account side publishes", func() bool { return acct.metric("obmux_nats_published_total") >= 1 })
 
 	var peers []*sim.Peer
@@ -170,7 +167,7 @@ func TestNATSEdges(t *testing.T) {
 		for _, tg := range tgs {
 			peers = append(peers, tg.accept())
 		}
-		eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+		consuming(t, edge)
 	}
 	const n = 100
 	sent := make([][]byte, n)
@@ -241,14 +238,11 @@ func TestNATSEdges(t *testing.T) {
 // they must come again, as must what JetStream had not been told was
 // written; what the target had is repeated at most (measured and logged).
 func TestNATSEdgeSIGKILL(t *testing.T) {
-	ns := natstest.Start(t, t.TempDir(), 0)
-	up := newUpstream(t, "127.0.0.1:0")
-	start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
-	up.connected()
+	ns, up, _ := accountSide(t)
 	tg := newTarget(t)
 	edge := startChild(t, edgeEnv(ns, "killed", tg)...)
 	p := tg.accept()
-	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
+	consuming(t, edge)
 
 	// 64 KiB events: what a paused target leaves queued does not all fit
 	// in the sockets' buffers, and stays within OBMUX_QUEUE_BYTES.
@@ -351,4 +345,22 @@ func TestDoctorNATS(t *testing.T) {
 	if l := doctorLine(t, out.String(), "upstream (NATS edge)"); !strings.Contains(l, "OK") || !strings.Contains(l, "consumer doc is new") {
 		t.Errorf("edge: %s", l)
 	}
+}
+
+// accountSide starts a JetStream server, a simulated implementation and an
+// account-side obmux publishing to the server, connected.
+func accountSide(t *testing.T) (*natstest.Server, *upstream, *instance) {
+	t.Helper()
+	ns := natstest.Start(t, t.TempDir(), 0)
+	up := newUpstream(t, "127.0.0.1:0")
+	acct := start(t, "OBMUX_UPSTREAM_URL="+up.URL, "OBMUX_NATS_URL="+ns.URL())
+	up.connected()
+	return ns, up, acct
+}
+
+// consuming waits until the edge's /readyz says it takes events from the
+// stream.
+func consuming(t *testing.T, edge interface{ get(string) (int, string) }) {
+	t.Helper()
+	eventually(t, "the edge consumes", func() bool { code, _ := edge.get("/readyz"); return code == http.StatusOK })
 }
