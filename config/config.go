@@ -579,16 +579,23 @@ func checkURL(s, wrongScheme, scheme, secure string) string {
 var sendRate = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h)\s*$`)
 
 // parseRate parses OBMUX_SEND_RATE into sends a second.
+// maxSendRate bounds OBMUX_SEND_RATE: more sends a second than any account
+// may make is a typo, and a number too long for a float64 would be +Inf.
+const maxSendRate = 1_000_000
+
 func parseRate(s string) (rate.Limit, error) {
 	m := sendRate.FindStringSubmatch(s)
 	if m == nil {
 		return 0, errors.New("not a rate: give sends per second, minute or hour, such as 1/s, 20/m or 300/h (empty: no limit)")
 	}
-	n, _ := strconv.ParseFloat(m[1], 64)
-	if n <= 0 {
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err == nil && n <= 0 {
 		return 0, errors.New("must be more than 0 (leave it empty for no limit)")
 	}
 	per := map[string]float64{"s": 1, "m": 60, "h": 3600}[m[2]]
+	if err != nil || n/per > maxSendRate {
+		return 0, fmt.Errorf("must be at most %d/s (leave it empty for no limit)", maxSendRate)
+	}
 	return rate.Limit(n / per), nil
 }
 

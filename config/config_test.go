@@ -182,7 +182,8 @@ func TestSendRateVariables(t *testing.T) {
 // parseRate accepts only a positive, finite rate per second, minute or
 // hour, and reads it as that many sends over that unit.
 func FuzzParseRate(f *testing.F) {
-	for _, s := range []string{"1/s", "20/m", "0.5/h", " 3 / s ", "0/s", "1e3/s", "/s", "1/", "99999999999999999999999/s", "1.5.5/m"} {
+	for _, s := range []string{"1/s", "20/m", "0.5/h", " 3 / s ", "0/s", "1e3/s", "/s", "1/", "99999999999999999999999/s", "1.5.5/m",
+		"2" + strings.Repeat("0", 320) + "/s", "1000001/s", "1000000/s"} { // +Inf, over the bound, at it
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
