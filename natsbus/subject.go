@@ -71,6 +71,15 @@ func stringValue(b []byte, s onebot.Span) string {
 	return string(raw[1 : len(raw)-1])
 }
 
+// DefaultConsumer is the durable consumer name of an edge on host:
+// obmux-edge-<host>, the host name made one safe name as a subject token is.
+func DefaultConsumer(host string) string {
+	if host == "" {
+		host = "default"
+	}
+	return "obmux-edge-" + token(host)
+}
+
 // token makes s one safe subject token: letters, digits, '_' and '-' stay,
 // anything else (a '.', a wildcard, a space, an escape) becomes '_'.
 func token(s string) string {

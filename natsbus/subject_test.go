@@ -29,6 +29,14 @@ func TestEventSubject(t *testing.T) {
 	}
 }
 
+func TestDefaultConsumer(t *testing.T) {
+	for host, want := range map[string]string{"edge-7f9c": "obmux-edge-edge-7f9c", "pod.ns.svc": "obmux-edge-pod_ns_svc", "": "obmux-edge-default"} {
+		if got := DefaultConsumer(host); got != want {
+			t.Errorf("DefaultConsumer(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
+
 func BenchmarkEventSubject(b *testing.B) {
 	frame := []byte(`{"time":1700000000,"self_id":10001,"post_type":"message","message_type":"group","sub_type":"normal","message_id":1,"group_id":2,"user_id":3,"message":[{"type":"text","data":{"text":"hello"}}],"raw_message":"hello","font":0,"sender":{"user_id":3,"nickname":"n"}}`)
 	b.ReportAllocs()

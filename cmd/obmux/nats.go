@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -170,18 +169,8 @@ func natsConsumer(cfg config.Config) string {
 }
 
 // defaultConsumer derives an edge's durable consumer name from the host
-// name (a pod's or container's name): obmux-edge-<host>.
+// name (a pod's or container's name).
 func defaultConsumer() string {
 	host, _ := os.Hostname()
-	name := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
-			return r
-		}
-		return '_'
-	}, host)
-	if name == "" {
-		name = "default"
-	}
-	return "obmux-edge-" + name
+	return natsbus.DefaultConsumer(host)
 }
