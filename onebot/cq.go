@@ -120,29 +120,33 @@ func encodeSegment(dst, seg []byte, quote bool) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, "[CQ:"...)
 	dst = appendEscaped(dst, name, false, quote)
-	var keys [8]Span // where the keys written so far are in dst
-	seen := keys[:0]
+	// Every key, unescaped, also those whose value is left out: a key
+	// twice is refused whichever of the two a decoder would keep.
+	var nameBuf [256]byte
+	var spans [8]Span
+	names, seen := nameBuf[:0], spans[:0]
 	if data.Valid() && seg[data.Start] == '{' {
 		err = Members(seg[data.Start:data.End], func(key []byte, _, val Span) error {
+			k := len(names)
+			var err error
+			if names, err = appendUnquoted(names, key); err != nil {
+				return err
+			}
+			name := names[k:]
+			for _, s := range seen {
+				if bytes.Equal(names[s.Start:s.End], name) {
+					return fmt.Errorf("key %q twice", name)
+				}
+			}
+			seen = append(seen, Span{k, len(names)})
 			v := seg[data.Start+val.Start : data.Start+val.End]
 			if v[0] == 'n' || string(v) == `""` {
 				return nil // null and empty: left out, as NapCat does
 			}
-			dst = append(dst, ',')
-			k := len(dst)
-			var err error
-			if dst, err = appendUnquoted(dst, key); err != nil {
-				return err
+			if !isName(name) {
+				return fmt.Errorf("key %q cannot be written in CQ code", name)
 			}
-			if !isName(dst[k:]) {
-				return fmt.Errorf("key %q cannot be written in CQ code", dst[k:])
-			}
-			for _, s := range seen {
-				if bytes.Equal(dst[s.Start:s.End], dst[k:]) {
-					return fmt.Errorf("key %q twice", dst[k:])
-				}
-			}
-			seen = append(seen, Span{k, len(dst)})
+			dst = append(append(dst, ','), name...)
 			dst = append(dst, '=')
 			dst, err = appendValue(dst, v, true, quote)
 			return err
