@@ -230,7 +230,13 @@ func (c *relayChild) allocBytes() (float64, error) {
 // over the next d into path.
 func (c *relayChild) profile(kind string, d time.Duration, path string) error {
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
-	resp, err := httpClient.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", c.pprof, kind, secs))
+	return c.fetchProfile(fmt.Sprintf("%s?seconds=%d", kind, secs), path)
+}
+
+// fetchProfile saves /debug/pprof/<query> of the child into path: a
+// profile over a time (profile?seconds=N) or as it is now (heap).
+func (c *relayChild) fetchProfile(query, path string) error {
+	resp, err := httpClient.Get(fmt.Sprintf("http://%s/debug/pprof/%s", c.pprof, query))
 	if err != nil {
 		return err
 	}

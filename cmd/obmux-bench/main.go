@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.sTargets, "soak-targets", 10, "soak (not in the default -run): healthy targets, 300-byte events")
 	fs.IntVar(&o.sRounds, "soak-rounds", 2, "soak: alternating pairs of runs (quiet, then with the hostile peers of issue 13 beside the targets)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
-	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of each relay per measured run into this directory (obmux is built with a pprof overlay)")
+	fs.StringVar(&o.profile, "profile", "", "write profiles of each relay per measured run into this directory: CPU and allocations, heap and goroutines of an idle one (obmux is built with a pprof overlay)")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
 	var obmuxEnv string
 	fs.StringVar(&obmuxEnv, "obmux-env", "", "extra environment for obmux only, KEY=value,... (e.g. GOGC=200 or OBMUX_REPLAY_BYTES=0, for experiments)")

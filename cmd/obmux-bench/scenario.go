@@ -305,6 +305,27 @@ func (r *run) idle(res *result) error {
 		return err
 	}
 	res.RSS, res.PeakRSS = s.rss, s.hwm
+	return r.idleProfiles()
+}
+
+// idleProfiles saves the idle relay's heap and goroutines when profiles
+// are asked for: where an idle connection's memory is. First the heap's
+// text form, which ends with the runtime's MemStats as they were at the
+// RSS reading (stacks, heap in use, idle and released), then the live heap
+// after a GC (without one, a heap profile shows the heap as of the last GC,
+// which may predate most connections) and the goroutines.
+func (r *run) idleProfiles() error {
+	if r.profileDir == "" {
+		return nil
+	}
+	path := filepath.Join(r.profileDir, fmt.Sprintf("%s-idle-%dt", r.rel.name, r.sc.Targets))
+	for _, p := range []struct{ query, file string }{
+		{"heap?debug=1", ".heap.txt"}, {"heap?gc=1", ".heap.pprof"}, {"goroutine", ".goroutine.pprof"},
+	} {
+		if err := r.child.fetchProfile(p.query, path+p.file); err != nil {
+			return fmt.Errorf("%s profile: %w", p.query, err)
+		}
+	}
 	return nil
 }
 
