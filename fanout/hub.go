@@ -72,6 +72,8 @@ type Hub struct {
 	router *proxy.Router
 	mon    *health.Monitor
 	log    *slog.Logger
+	// handshakes bounds the targets' handshakes at once (MaxHandshakes).
+	handshakes *wsconn.Handshakes
 
 	mu      sync.Mutex
 	ring    *ring
@@ -90,10 +92,16 @@ type Hub struct {
 	created time.Time
 }
 
+// MaxHandshakes is the most targets a Hub dials at once; the others wait
+// their turn (each handshake takes about a millisecond on a LAN, so a
+// thousand targets still connect within a second, and a target that
+// never answers holds one of them for at most wsconn.HandshakeTimeout).
+const MaxHandshakes = 16
+
 // NewHub returns a Hub that reads the upstream's state from up and routes
 // its peers' calls through router.
 func NewHub(cfg Config, up StateSource, router *proxy.Router, mon *health.Monitor, log *slog.Logger) *Hub {
-	h := &Hub{cfg: cfg, up: up, router: router, mon: mon, log: log,
+	h := &Hub{cfg: cfg, up: up, router: router, mon: mon, log: log, handshakes: wsconn.NewHandshakes(MaxHandshakes),
 		// One ring serves both: a connected peer's backlog (at most
 		// QueueSize/QueueBytes behind) and a reconnecting target's replay
 		// (at most ReplaySize/ReplayBytes), so it holds the larger of each.

@@ -61,7 +61,7 @@ func (h *Hub) NewTarget(cfg TargetConfig) *Target {
 // connection (lifecycle disable, close 1000) and redials with the new one.
 func (t *Target) Run(ctx context.Context) {
 	var selfID int64 // the self_id of the last handshake
-	r := wsconn.Redial{URL: t.cfg.URL, Backoff: t.hub.cfg.Backoff, Stats: t.stats, Log: t.log,
+	r := wsconn.Redial{URL: t.cfg.URL, Backoff: t.hub.cfg.Backoff, Handshakes: t.hub.handshakes, Stats: t.stats, Log: t.log,
 		Header: func(ctx context.Context) (http.Header, bool) {
 			id, ok := t.waitSelfID(ctx)
 			if !ok || t.hub.Closing() {

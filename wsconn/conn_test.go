@@ -303,3 +303,59 @@ func TestSendThenReportsTheFrameLeft(t *testing.T) {
 	default:
 	}
 }
+
+// Handshakes lets n handshakes run at once: with one held by a peer that
+// never answers the upgrade, another dial waits (here until its deadline,
+// the peer it dials never sees it); once the first ends, the next goes
+// through.
+func TestHandshakesBoundsDialsAtOnce(t *testing.T) {
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := mute.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	srv := listen(t)
+	hs := NewHandshakes(1)
+
+	ctxA, cancelA := context.WithCancel(context.Background())
+	dialedA := make(chan error, 1)
+	go func() {
+		_, _, err := hs.Dial(ctxA, "ws://"+mute.Addr().String()+"/", nil)
+		dialedA <- err
+	}()
+	held := <-accepted // A has the slot: its handshake waits for an answer
+	defer held.Close()
+
+	ctxB, cancelB := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelB()
+	if _, _, err := hs.Dial(ctxB, srv.URL+"?access_token=SECRET", nil); !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "waiting for a free handshake") || strings.Contains(err.Error(), "SECRET") {
+		t.Fatalf("a dial with the only handshake taken: %v", err)
+	}
+	cancelA()
+	if err := <-dialedA; err == nil {
+		t.Fatal("the dial to a peer that never answers succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := hs.Dial(ctx, srv.URL, nil)
+	if err != nil {
+		t.Fatalf("the handshake freed was not taken: %v", err)
+	}
+	defer ws.CloseNow()
+	p, err := srv.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if n := len(hs.slots); n != 0 {
+		t.Errorf("%d handshakes still taken", n)
+	}
+}

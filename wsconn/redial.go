@@ -79,6 +79,9 @@ type Redial struct {
 	// URL is the address dialed.
 	URL     string
 	Backoff Backoff
+	// Handshakes, if not nil, is shared with other connections' dials:
+	// at most so many handshakes at once.
+	Handshakes *Handshakes
 	// Header returns the headers of the next handshake; false skips the
 	// attempt (ctx is done, or there is nothing to dial for yet), which
 	// then counts as a failed one for the backoff but is not logged.
@@ -115,7 +118,7 @@ func (r *Redial) attempt(ctx context.Context, failures *health.FailureLog) bool 
 	if !ok {
 		return false
 	}
-	ws, raw, err := Dial(ctx, r.URL, h)
+	ws, raw, err := r.Handshakes.Dial(ctx, r.URL, h)
 	if err != nil {
 		r.dialFailed(ctx, failures, err, r.DialHint(err))
 		return false
