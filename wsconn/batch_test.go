@@ -196,7 +196,7 @@ func TestBatchWriteTimeoutAndWrote(t *testing.T) {
 	}
 }
 
-// The writer waits on its wake channel alone: heartbeats keep coming at
+// Alarms start writer turns: heartbeats keep coming at
 // their interval, pings are answered (their round trip recorded), a peer
 // that stops answering pings ends the connection with keepalive_timeout,
 // and cancelling Run's context ends it as shutdown.

@@ -1,11 +1,17 @@
 // Package wsconn runs one OneBot WebSocket connection, whichever side dialed
 // it: the upstream, a reverse-WS target or a forward-WS client are all a Conn.
 //
-// A Conn has one reader loop (the caller of Run) and one writer goroutine,
-// which also sends the keepalive pings (each waits for its pong in a
-// short-lived goroutine; the pong arrives through the reader). The writer
-// sends, in this order of priority: the greeting (lifecycle connect), a due
-// ping or heartbeat from the connection's own timers, frames queued with Send (API calls and responses), then events
+// A Conn has one reader loop (the caller of Run) and a writer, which also
+// sends the keepalive pings (each waits for its pong in a short-lived
+// goroutine; the pong arrives through the reader). The writer runs in turns,
+// each until nothing is due. A writer goroutine that carried events or
+// queued frames in its turn waits for the next Wake; one that carried only
+// the greeting, a heartbeat or a ping ends, and the next Wake starts
+// another. So a busy connection keeps its writer (starting a goroutine per
+// event would grow a new stack each time) and an idle one holds the
+// reader's goroutine alone. The writer sends, in this order of priority: the greeting
+// (lifecycle connect), a due ping or heartbeat from the connection's own
+// timers, frames queued with Send (API calls and responses), then events
 // pulled from a Source. Heartbeats therefore never wait behind queued events
 // and never pile up: at most one is ever due. When several frames are due,
 // the writer writes them as one batch, handed to the kernel in one write(2)
@@ -110,7 +116,10 @@ type Conn struct {
 	pings    sync.WaitGroup // the ping in flight, if any
 	resumed  atomic.Int64   // unix ns of the last end of a pause
 
-	wake   chan struct{}
+	wstate atomic.Int32  // the writer's: writerOff, writerIdle, ...
+	wake   chan struct{} // to the writer while it is writerParked
+	w      *writer       // the writer's state, from turn to turn (set in Run)
+	turns  func()        // writeTurns, made once: a go statement with it allocates nothing
 	done   chan struct{} // closed when the connection is ending
 	queued atomic.Int32  // len(queue), plus one while a close is requested
 
@@ -210,11 +219,39 @@ func (c *Conn) isHeld() bool {
 	return c.held.Load() > 0 || time.Since(time.Unix(0, c.resumed.Load())) < c.cfg.PingTimeout
 }
 
-// Wake tells the writer that its Source may have events.
+// The writer's states (Conn.wstate).
+const (
+	writerOff     int32 = iota // before Run: a Wake has nothing to start
+	writerIdle                 // no writer goroutine: a Wake starts one
+	writerRunning              // a turn is running
+	writerAgain                // woken while running: the turn looks again
+	writerParked               // the writer waits on c.wake: a Wake sends there
+	writerEnded                // the writer has stopped for good
+)
+
+// Wake tells the writer that its Source may have events (or a frame, an
+// alarm, a close): it starts a writer turn, unless one is running, which
+// then looks again before it ends.
 func (c *Conn) Wake() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	for {
+		switch c.wstate.Load() {
+		case writerIdle:
+			if c.wstate.CompareAndSwap(writerIdle, writerRunning) {
+				go c.turns()
+				return
+			}
+		case writerParked:
+			if c.wstate.CompareAndSwap(writerParked, writerRunning) {
+				c.wake <- struct{}{} // the one send of this wait: never blocks
+				return
+			}
+		case writerRunning:
+			if c.wstate.CompareAndSwap(writerRunning, writerAgain) {
+				return
+			}
+		default: // off, already woken, or ended
+			return
+		}
 	}
 }
 
@@ -327,19 +364,14 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 		close(c.done)
 		c.ws.CloseNow()
 		c.closeRaw()
-		c.Wake() // the writer waits on wake alone
+		c.Wake() // a writer turn sees ctx ended and stops
 	})
 	defer stopWatch()
 	c.st.Up()
 
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		reason, err := c.writeLoop(ctx)
-		c.mu.Lock()
-		c.setCause(reason, err)
-		c.mu.Unlock()
-		cancel()
-	})
+	c.w, c.turns = c.newWriter(ctx, cancel), c.writeTurns
+	c.wstate.Store(writerRunning)
+	go c.turns()
 	reason, err := c.readLoop(handle)
 	c.mu.Lock()
 	c.setCause(reason, err)
@@ -352,7 +384,7 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.mu.Unlock()
 	runAll(left)
 	cancel()
-	wg.Wait()
+	<-c.w.stopped
 	c.pings.Wait() // ends at once: the connection is closed by now
 	if err == errNoError {
 		err = nil
@@ -497,15 +529,51 @@ func (c *Conn) write(timer *time.Timer, frame []byte, kind onebot.Kind) error {
 	return nil
 }
 
-// writeLoop is the writer goroutine: the greeting, then between any two
+// writeTurns is a writer goroutine: it runs turns, waiting for a Wake
+// after one that carried events or frames, and ends after one that carried
+// none, or when the writer stops (its cause recorded, Run's context
+// cancelled, w.stopped closed).
+func (c *Conn) writeTurns() {
+	w := c.w
+	for {
+		if s := w.turn(); s != nil {
+			w.release()
+			c.mu.Lock()
+			c.setCause(s.reason, s.err)
+			c.mu.Unlock()
+			c.wstate.Store(writerEnded)
+			w.cancel()
+			close(w.stopped)
+			return
+		}
+		next := writerIdle
+		if w.carried {
+			next = writerParked
+		}
+		w.carried = false
+		if !c.wstate.CompareAndSwap(writerRunning, next) {
+			c.wstate.Store(writerRunning) // woken during the turn: look again
+			continue
+		}
+		if next == writerIdle {
+			return // the next Wake starts a goroutine
+		}
+		<-c.wake // the Wake that sent it made the state writerRunning
+	}
+}
+
+// turn writes the greeting (on the first turn), then between any two
 // frames a due ping or heartbeat first, then a close or a queued frame, then
-// events; it waits when there is nothing to write.
-func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
-	w := c.newWriter()
-	defer w.release()
-	if c.greeting != nil {
-		if err := w.write(c.greeting, onebot.KindLifecycle); err != nil {
-			return writeFailed(err).result()
+// events, until nothing is due; it returns why the writer stops, or nil
+// when it has nothing more to write.
+func (w *writer) turn() *stopped {
+	c := w.c
+	if !w.greeted {
+		w.greeted = true
+		if c.greeting != nil {
+			if err := w.write(c.greeting, onebot.KindLifecycle); err != nil {
+				return writeFailed(err)
+			}
 		}
 	}
 	for {
@@ -514,23 +582,27 @@ func (c *Conn) writeLoop(ctx context.Context) (health.Reason, error) {
 		if !w.inBatch || w.sinceCheck >= BatchBytes {
 			w.sinceCheck = 0
 			if s := w.due(); s != nil {
-				return s.result()
+				return s
 			}
 		}
 		if c.queued.Load() > 0 {
 			if s := w.writeQueued(); s != nil {
-				return s.result()
+				return s
 			}
 			continue
 		}
 		wrote, s := w.writeEvent()
 		if s != nil {
-			return s.result()
+			return s
 		}
-		if !wrote {
-			if s := w.wait(ctx); s != nil {
-				return s.result()
-			}
+		if wrote {
+			continue
+		}
+		if w.ctx.Err() != nil {
+			return &stopped{health.ReasonShutdown, nil}
+		}
+		if w.alarms.Load() == 0 {
+			return nil
 		}
 	}
 }
@@ -541,22 +613,26 @@ type stopped struct {
 	err    error
 }
 
-func (s *stopped) result() (health.Reason, error) { return s.reason, s.err }
-
 // writeFailed stops the writer for a write that failed with err.
 func writeFailed(err error) *stopped {
 	return &stopped{health.ReasonWriteError, fmt.Errorf("write: %w", err)}
 }
 
-// writer is the writer goroutine's state: the write timeout's timer, the
-// keepalive and heartbeat tickers, the ping in flight, the events pulled
-// from the source but not written yet, and the batch in progress.
+// writer is the writer's state, kept from turn to turn: Run's context, the
+// write timeout's timer, the keepalive and heartbeat tickers, the ping in
+// flight, the events pulled from the source but not written yet, and the
+// batch in progress.
 type writer struct {
-	c     *Conn
-	timer *time.Timer // the write timeout; nil: none
+	c       *Conn
+	ctx     context.Context // Run's: once it ends, the writer stops
+	cancel  func()          // ends Run's context
+	stopped chan struct{}   // closed when the writer has stopped
+	greeted bool
+	carried bool        // this turn wrote an event or a queued frame
+	timer   *time.Timer // the write timeout; nil: none
 	// alarms are raised by the keepalive and heartbeat timers and by the
-	// ping in flight (its result in pingErr), each with a Wake: the writer
-	// waits on wake alone and looks at them with one atomic load.
+	// ping in flight (its result in pingErr), each with a Wake: a turn
+	// looks at them with one atomic load.
 	alarms  atomic.Uint32
 	pingErr error
 	pinging bool
@@ -580,9 +656,9 @@ type pending struct {
 }
 
 // newWriter arms the connection's write timeout and its keepalive and
-// heartbeat tickers; release stops them.
-func (c *Conn) newWriter() *writer {
-	w := &writer{c: c}
+// heartbeat tickers for a writer stopping with ctx; release stops them.
+func (c *Conn) newWriter(ctx context.Context, cancel func()) *writer {
+	w := &writer{c: c, ctx: ctx, cancel: cancel, stopped: make(chan struct{})}
 	var stops []func()
 	if c.cfg.WriteTimeout > 0 {
 		w.timer = time.AfterFunc(time.Hour, func() {
@@ -597,7 +673,7 @@ func (c *Conn) newWriter() *writer {
 	}
 	// Keepalive: a ping every PingInterval from a short-lived goroutine
 	// (the pong comes through the reader), its result back here, so that
-	// an idle connection holds two goroutines, not three.
+	// an idle connection holds the reader's goroutine alone.
 	if c.cfg.PingInterval > 0 {
 		stops = append(stops, w.every(c.cfg.PingInterval, alarmPing))
 	}
@@ -735,19 +811,6 @@ func (w *writer) due() *stopped {
 	return nil
 }
 
-// wait waits for a wake-up (a frame queued, events for the source, a close,
-// an alarm, the end of ctx: each comes with a Wake), on one channel: a
-// select over five cost more than the write it waited for.
-func (w *writer) wait(ctx context.Context) *stopped {
-	if ctx.Err() == nil && w.alarms.Load() == 0 {
-		<-w.c.wake
-	}
-	if ctx.Err() != nil {
-		return &stopped{health.ReasonShutdown, nil}
-	}
-	return nil
-}
-
 // sendHeartbeat writes one heartbeat.
 func (w *writer) sendHeartbeat() *stopped {
 	if err := w.write(w.c.heartbeat(), onebot.KindHeartbeat); err != nil {
@@ -820,6 +883,7 @@ func (w *writer) writeQueued() *stopped {
 		w.beginBatch() // several frames due
 	}
 	// Written, or copied into the batch: its bytes are no longer held.
+	w.carried = true
 	err := w.write(next.frame, next.kind)
 	if next.left != nil {
 		next.left()
@@ -837,6 +901,7 @@ func (w *writer) writeEvent() (bool, *stopped) {
 		it := w.batch[w.pos]
 		w.batch[w.pos] = Item{}
 		w.pos++
+		w.carried = true
 		if err := w.write(it.Frame, onebot.KindEvent); err != nil {
 			return true, writeFailed(err)
 		}
