@@ -613,9 +613,20 @@ type stopped struct {
 	err    error
 }
 
-// writeFailed stops the writer for a write that failed with err.
+// writeFailed stops the writer for a write that failed with err. A write
+// the kernel refused because the peer had closed or reset the connection
+// (EPIPE, ECONNRESET) is the peer's end, closed_by_peer, as the reader
+// would have called it had it seen the close first.
 func writeFailed(err error) *stopped {
+	if peerGone(err) {
+		return &stopped{health.ReasonClosedByPeer, fmt.Errorf("connection lost: write: %w", err)}
+	}
 	return &stopped{health.ReasonWriteError, fmt.Errorf("write: %w", err)}
+}
+
+// peerGone reports whether err says the peer closed or reset the connection.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // writer is the writer's state, kept from turn to turn: Run's context, the
@@ -850,7 +861,7 @@ func (w *writer) pinged(err error) *stopped {
 	case errors.Is(err, errKeepaliveTimeout):
 		return &stopped{health.ReasonKeepaliveTimeout, err}
 	}
-	return &stopped{health.ReasonWriteError, err}
+	return writeFailed(err)
 }
 
 // writeQueued writes the first queued frame, or carries out a requested

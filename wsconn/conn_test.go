@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -357,5 +360,30 @@ func TestHandshakesBoundsDialsAtOnce(t *testing.T) {
 	p.Close()
 	if n := len(hs.slots); n != 0 {
 		t.Errorf("%d handshakes still taken", n)
+	}
+}
+
+// A write the kernel refused because the peer had gone (broken pipe, reset)
+// ends the connection as closed_by_peer, as the reader would have called it;
+// any other failed write is write_error. (CI saw a peer's close race a
+// heartbeat: the write failed with EPIPE before the reader saw the close.)
+func TestWriteFailedNamesThePeersEnd(t *testing.T) {
+	opErr := func(errno syscall.Errno) error {
+		return fmt.Errorf("failed to write frame: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)})
+	}
+	for _, tc := range []struct {
+		err  error
+		want health.Reason
+	}{
+		{opErr(syscall.EPIPE), health.ReasonClosedByPeer},
+		{opErr(syscall.ECONNRESET), health.ReasonClosedByPeer},
+		{opErr(syscall.ENOBUFS), health.ReasonWriteError},
+		{net.ErrClosed, health.ReasonWriteError},
+		{errors.New("failed to write frame: boom"), health.ReasonWriteError},
+	} {
+		s := writeFailed(tc.err)
+		if s.reason != tc.want || !errors.Is(s.err, tc.err) {
+			t.Errorf("writeFailed(%v) = %v %v, want %v wrapping the error", tc.err, s.reason, s.err, tc.want)
+		}
 	}
 }
