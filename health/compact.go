@@ -17,15 +17,15 @@ import (
 // slot, ~500 bytes each, and a target has some 50 of them (26 KiB per
 // target, most of an idle connection's heap). A child here is its value, its
 // family and its connection: 40 bytes, its labels made only when it is
-// collected. The family is a prometheus.Collector of every child bound.
+// collected. The family is a prometheus.Collector of every child bound;
+// Metrics.Conn binds each (role, name) once.
 type family struct {
 	desc   *prometheus.Desc
 	typ    prometheus.ValueType
 	byRole bool       // the first two labels are role and name (else name alone)
 	extra  [][]string // the values of the labels after those, by child index
 	mu     sync.Mutex
-	kids   []*child
-	bound  map[conn][]*child // by the labels they have (no role: by name)
+	slabs  [][]child // the children of each bind
 }
 
 // newFamily returns a family called name; extra lists, when it has more
@@ -38,36 +38,23 @@ func newFamily(name, help string, typ prometheus.ValueType, byRole bool, more []
 	if len(extra) == 0 {
 		extra = [][]string{nil}
 	}
-	return &family{desc: prometheus.NewDesc(name, help, append(labels, more...), nil), typ: typ, byRole: byRole, extra: extra,
-		bound: map[conn][]*child{}}
+	return &family{desc: prometheus.NewDesc(name, help, append(labels, more...), nil), typ: typ, byRole: byRole, extra: extra}
 }
 
 // conn is the (role, name) of the connection a child belongs to.
 type conn struct{ role, name string }
 
-// bind returns the children of c, one per extra label value (one when the
-// family has none), in the order of extra. Connections with the same labels
-// (in a family without role, the same name) share them, as the children of
-// a client_golang vector do.
-func (f *family) bind(c *conn) []*child {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	key := *c
-	if !f.byRole {
-		key.role = ""
-	}
-	if kids, ok := f.bound[key]; ok {
-		return kids
-	}
+// bind makes the children of c, one per extra label value (one when the
+// family has none), in the order of extra.
+func (f *family) bind(c *conn) []child {
 	slab := make([]child, len(f.extra))
-	kids := make([]*child, len(slab))
 	for i := range slab {
 		slab[i] = child{fam: f, conn: c, idx: uint16(i)}
-		kids[i] = &slab[i]
 	}
-	f.kids = append(f.kids, kids...)
-	f.bound[key] = kids
-	return kids
+	f.mu.Lock()
+	f.slabs = append(f.slabs, slab)
+	f.mu.Unlock()
+	return slab
 }
 
 // Describe implements prometheus.Collector.
@@ -76,10 +63,12 @@ func (f *family) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
 // Collect implements prometheus.Collector.
 func (f *family) Collect(ch chan<- prometheus.Metric) {
 	f.mu.Lock()
-	kids := f.kids[:len(f.kids):len(f.kids)]
+	slabs := f.slabs[:len(f.slabs):len(f.slabs)]
 	f.mu.Unlock()
-	for _, k := range kids {
-		ch <- k
+	for _, slab := range slabs {
+		for i := range slab {
+			ch <- &slab[i]
+		}
 	}
 }
 
@@ -177,24 +166,18 @@ type histFamily struct {
 	bounds []float64
 	mu     sync.Mutex
 	kids   []*hist
-	bound  map[string]*hist
 }
 
 func newHistFamily(name, help string, bounds []float64) *histFamily {
-	return &histFamily{desc: prometheus.NewDesc(name, help, []string{"name"}, nil), bounds: bounds, bound: map[string]*hist{}}
+	return &histFamily{desc: prometheus.NewDesc(name, help, []string{"name"}, nil), bounds: bounds}
 }
 
-// bind returns the histogram of name (shared by every connection of that
-// name).
+// bind makes the histogram of name.
 func (f *histFamily) bind(name string) *hist {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if h := f.bound[name]; h != nil {
-		return h
-	}
 	h := &hist{fam: f, name: name, buckets: make([]atomic.Uint64, len(f.bounds))}
+	f.mu.Lock()
 	f.kids = append(f.kids, h)
-	f.bound[name] = h
+	f.mu.Unlock()
 	return h
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"github.com/obmux/obmux/onebot"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,6 +124,13 @@ type Metrics struct {
 	sendWait    *histFamily
 	unconverted *family
 	lastEvent   prometheus.Gauge
+
+	// The children bound, by (role, name) and, for the families labelled
+	// by name alone, by name: connections with the same labels share them,
+	// as the children of a client_golang vector do.
+	mu     sync.Mutex
+	conns  map[conn]*ConnMetrics
+	byName map[string]*ConnMetrics
 }
 
 // values returns the names of n values of a label (String of each index).
@@ -188,6 +196,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			"Events and get_msg/get_forward_msg responses a bot got in the upstream's message format instead of its MESSAGE_FORMAT: the message could not be converted.", counter, false, nil, nil),
 		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "obmux_upstream_last_event_timestamp_seconds",
 			Help: "Unix time of the last event read from the upstream."}),
+		conns: map[conn]*ConnMetrics{}, byName: map[string]*ConnMetrics{},
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "obmux_build_info",
 		Help: "Always 1; the labels say which obmux this is."}, []string{"version", "goversion"})
@@ -225,36 +234,64 @@ type ConnMetrics struct {
 	Unconverted prometheus.Counter
 }
 
-// Conn binds the children of role and name.
+// Conn returns the children of role and name, bound on the first call.
 func (m *Metrics) Conn(role Role, name string) *ConnMetrics {
-	id := &conn{string(role), name}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := conn{string(role), name}
+	if c := m.conns[key]; c != nil {
+		return c
+	}
+	id := &key
 	c := &ConnMetrics{
-		Up:          gauge{m.up.bind(id)[0]},
-		Connects:    m.connects.bind(id)[0],
-		APIDuration: m.apiDuration.bind(name),
-		PingRTT:     gauge{m.pingRTT.bind(id)[0]},
-		Heartbeats:  m.heartbeats.bind(id)[0],
-		Replayed:    m.replayed.bind(id)[0],
-		ReplayLost:  m.replayLost.bind(id)[0],
-		Filtered:    m.filtered.bind(id)[0],
-		SendQueue:   gauge{m.sendQueue.bind(id)[0]},
-		SendWait:    m.sendWait.bind(name),
-		Unconverted: m.unconverted.bind(id)[0],
+		Up:         gauge{&m.up.bind(id)[0]},
+		Connects:   &m.connects.bind(id)[0],
+		PingRTT:    gauge{&m.pingRTT.bind(id)[0]},
+		Heartbeats: &m.heartbeats.bind(id)[0],
 	}
 	bytes := m.bytes.bind(id)
-	c.BytesIn, c.BytesOut = bytes[0], bytes[1]
-	for i, k := range m.disconnects.bind(id) {
-		c.Disconnects[i] = k
+	c.BytesIn, c.BytesOut = &bytes[0], &bytes[1]
+	disconnects := m.disconnects.bind(id)
+	for i := range disconnects {
+		c.Disconnects[i] = &disconnects[i]
 	}
 	frames := m.frames.bind(id)
 	for i := range c.FramesIn {
-		c.FramesIn[i], c.FramesOut[i] = frames[i], frames[int(onebot.NumKinds)+i]
+		c.FramesIn[i], c.FramesOut[i] = &frames[i], &frames[int(onebot.NumKinds)+i]
 	}
-	for i, k := range m.dropped.bind(id) {
-		c.Dropped[i] = k
+	if n := m.byName[name]; n != nil {
+		c.shareByName(n)
+	} else {
+		m.bindByName(c, id)
+		m.byName[name] = c
 	}
-	for i, k := range m.apiRequests.bind(id) {
-		c.API[i] = k
-	}
+	m.conns[key] = c
 	return c
+}
+
+// bindByName binds c's children of the families labelled by name alone.
+func (m *Metrics) bindByName(c *ConnMetrics, id *conn) {
+	c.APIDuration = m.apiDuration.bind(id.name)
+	c.SendWait = m.sendWait.bind(id.name)
+	c.Replayed = &m.replayed.bind(id)[0]
+	c.ReplayLost = &m.replayLost.bind(id)[0]
+	c.Filtered = &m.filtered.bind(id)[0]
+	c.SendQueue = gauge{&m.sendQueue.bind(id)[0]}
+	c.Unconverted = &m.unconverted.bind(id)[0]
+	dropped := m.dropped.bind(id)
+	for i := range dropped {
+		c.Dropped[i] = &dropped[i]
+	}
+	apiRequests := m.apiRequests.bind(id)
+	for i := range apiRequests {
+		c.API[i] = &apiRequests[i]
+	}
+}
+
+// shareByName gives c the children of n's name in the families labelled
+// by name alone.
+func (c *ConnMetrics) shareByName(n *ConnMetrics) {
+	c.APIDuration, c.SendWait = n.APIDuration, n.SendWait
+	c.Replayed, c.ReplayLost, c.Filtered, c.SendQueue, c.Unconverted = n.Replayed, n.ReplayLost, n.Filtered, n.SendQueue, n.Unconverted
+	c.Dropped, c.API = n.Dropped, n.API
 }
