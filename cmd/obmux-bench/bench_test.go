@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -269,5 +270,29 @@ func TestSmokeHold(t *testing.T) {
 	printTable(&b, &rep)
 	if !strings.Contains(b.String(), "Idle targets and forward clients held") {
 		t.Errorf("no hold section in the table:\n%s", b.String())
+	}
+}
+
+// Flags that cannot make a run are refused before anything starts, each
+// with the flag it is about.
+func TestFlagsRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"-relays", "obmux,nginx"},
+		{"-run", "throughput,warp"},
+		{"-targets", "ten"},
+		{"-sizes", "10"},
+		{"-latency-size", "10"},
+		{"-filter-rounds", "0"},
+		{"-profile", "/tmp/p", "-obmux", "/usr/bin/obmux"},
+		{"extra"},
+	} {
+		_, err := parseFlags(args, io.Discard)
+		if err == nil {
+			t.Errorf("%q accepted", args)
+			continue
+		}
+		if !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%q: error %q does not name the flag", args, err)
+		}
 	}
 }

@@ -89,7 +89,8 @@ func (fc *fwdClients) close() {
 }
 
 // hold connects the clients, lets everything settle, then measures obmux's
-// CPU and RSS and the heartbeats every peer got over sc.Duration.
+// CPU and RSS and the heartbeats every peer got over sc.Duration (profiled
+// over the same window when profiles are asked for).
 func (r *run) hold(res *result) error {
 	fc, err := dialClients(r.ctx, "ws://"+r.fwd+"/", r.sc.Clients)
 	if err != nil {
@@ -113,6 +114,7 @@ func (r *run) hold(res *result) error {
 		return err
 	}
 	h0 := heartbeats()
+	prof := r.startProfile() // CPU and allocations over the window, with -profile
 	select {
 	case <-time.After(r.sc.Duration):
 	case <-r.ctx.Done():
@@ -121,6 +123,9 @@ func (r *run) hold(res *result) error {
 	s1, err := r.child.sample()
 	if err != nil {
 		return err
+	}
+	if err := <-prof; err != nil {
+		return fmt.Errorf("profile: %w", err)
 	}
 	res.Seconds = s1.at.Sub(s0.at).Seconds()
 	res.CPUPercent = 100 * float64(s1.cpuTicks-s0.cpuTicks) / clkTck / res.Seconds

@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.sTargets, "soak-targets", 10, "soak (not in the default -run): healthy targets, 300-byte events")
 	fs.IntVar(&o.sRounds, "soak-rounds", 2, "soak: alternating pairs of runs (quiet, then with the hostile peers of issue 13 beside the targets)")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
-	fs.StringVar(&o.profile, "profile", "", "write profiles of each relay per measured run into this directory: CPU and allocations, heap and goroutines of an idle one (obmux is built with a pprof overlay)")
+	fs.StringVar(&o.profile, "profile", "", "write profiles of each relay per measured run into this directory: CPU and allocations (of a hold run too), heap and goroutines of an idle one (obmux is built from ./cmd/obmux with a pprof overlay, so not with -obmux)")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
 	var obmuxEnv string
 	fs.StringVar(&obmuxEnv, "obmux-env", "", "extra environment for obmux only, KEY=value,... (e.g. GOGC=200 or OBMUX_REPLAY_BYTES=0, for experiments)")
@@ -168,6 +168,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.latSize < minEventSize {
 		return nil, fmt.Errorf("-latency-size: %d is below the smallest event (%d bytes)", o.latSize, minEventSize)
+	}
+	if o.profile != "" && o.obmux != "" {
+		return nil, errors.New("-profile builds obmux from ./cmd/obmux with a pprof listener added; it cannot profile the -obmux binary")
 	}
 	o.policies = splitList(policies)
 	o.obmuxEnv = splitList(obmuxEnv)
