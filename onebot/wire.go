@@ -227,6 +227,16 @@ func skipWS(b []byte, i int) int {
 func skipString(b []byte, i int) (int, error) {
 	i++
 	start := i
+	// A short string of printable ASCII (member names, most values) is
+	// walked once, a byte at a time; any other goes the general way.
+	for j := i; j < len(b) && j-start < longString; j++ {
+		if c := b[j]; !plainASCII[c] {
+			if c == '"' {
+				return j + 1, nil
+			}
+			break
+		}
+	}
 	for {
 		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
@@ -244,6 +254,15 @@ func skipString(b []byte, i int) (int, error) {
 		i = q + 1
 	}
 }
+
+// plainASCII holds the bytes that stand for themselves in a JSON string
+// with nothing to check: printable ASCII but '"' and '\\'.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // SWAR constants: a byte repeated in every byte of a word.
 const (

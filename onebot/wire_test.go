@@ -189,6 +189,13 @@ func BenchmarkClassify(b *testing.B) {
 	cases := map[string][]byte{"group_message_text": s["events_group_message_text.json"], "group_message_mixed": s["events_group_message_mixed.json"],
 		// Chinese text as Python's json.dumps writes it (ensure_ascii): every character an escape.
 		"escaped_text_96KB": []byte(`{"post_type":"message","raw_message":"` + strings.Repeat(`\u4e2d\u6587`, 8000) + `"}`)}
+	for _, name := range []string{"group_message_text", "group_message_mixed"} { // as NapCat sends them: no indentation
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, cases[name]); err != nil {
+			b.Fatal(err)
+		}
+		cases[name+"_compact"] = buf.Bytes()
+	}
 	if big, err := os.ReadFile("../../shared/samples/events/group_message_large_image_base64.json"); err == nil {
 		var v any
 		json.Unmarshal(big, &v)
