@@ -151,7 +151,9 @@ func (h *Hub) Event(b []byte) {
 	var slow []*cursor
 	h.mu.Lock()
 	seq := h.ring.push(b, ev, time.Now().UnixNano())
-	for c := range h.cursors {
+	// The published copy, not the map: no map iteration (and its random
+	// start) per event; overflow publishes a new copy, not this one.
+	for _, c := range *h.list.Load() {
 		if h.overflow(c, seq+1) {
 			slow = append(slow, c)
 		}
