@@ -271,6 +271,9 @@ func TestSmokeHold(t *testing.T) {
 	if !strings.Contains(b.String(), "Idle targets and forward clients held") {
 		t.Errorf("no hold section in the table:\n%s", b.String())
 	}
+	if strings.Contains(b.String(), "Saturating throughput") {
+		t.Errorf("a throughput section with no throughput run:\n%s", b.String())
+	}
 }
 
 // Flags that cannot make a run are refused before anything starts, each

@@ -69,8 +69,12 @@ func (t *table) section(title, header string) {
 	fmt.Fprintln(t.tw, header)
 }
 
-// throughput prints the saturating runs, a row per scenario.
+// throughput prints the saturating runs, a row per scenario; nothing when
+// there were none.
 func (t *table) throughput() {
+	if !slices.ContainsFunc(t.rows, func(s scenario) bool { return s.Kind == "throughput" }) {
+		return
+	}
 	t.section("Saturating throughput (events/s delivered to each target; the upstream keeps at most W events beyond the slowest target)",
 		"targets\tsize\tW\tobmux ev/s\tbaseline ev/s\tratio\tobmux CPU s/1e6 frames\tbaseline\tobmux peak RSS\tbaseline\tobmux alloc B/event\tbaseline\t")
 	for _, s := range t.rows {
