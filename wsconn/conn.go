@@ -325,8 +325,12 @@ func (c *Conn) setCause(cause health.Reason, err error) {
 	// end better than the write that failed on the connection it ended,
 	// whichever was seen first. Not so after obmux closed it itself (a
 	// requested close, the write timeout): then the first cause stands.
+	// A write refused because the peer had gone (closed_by_peer already)
+	// gives way too: the reader's close frame says what the peer meant.
 	peerEnded := cause == health.ReasonClosedByPeer && !errors.Is(err, net.ErrClosed)
-	if c.hasCause() && !(peerEnded && c.cause == health.ReasonWriteError && c.closeAt == nil && !errors.Is(c.err, errWriteTimeout)) {
+	var lost *writeLostError
+	byWriter := c.cause == health.ReasonWriteError || errors.As(c.err, &lost)
+	if c.hasCause() && !(peerEnded && byWriter && c.closeAt == nil && !errors.Is(c.err, errWriteTimeout)) {
 		return
 	}
 	c.cause, c.err = cause, err
@@ -373,6 +377,9 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.wstate.Store(writerRunning)
 	go c.turns()
 	reason, err := c.readLoop(handle)
+	if ctx.Err() != nil { // cancelled: the read failed on the connection it closed
+		reason, err = health.ReasonShutdown, nil
+	}
 	c.mu.Lock()
 	c.setCause(reason, err)
 	c.ended = true
@@ -537,6 +544,11 @@ func (c *Conn) writeTurns() {
 	w := c.w
 	for {
 		if s := w.turn(); s != nil {
+			if w.ctx.Err() != nil {
+				// Cancelling Run closed the connection under this turn's
+				// write: that is the end, not the write.
+				s = &stopped{health.ReasonShutdown, nil}
+			}
 			w.release()
 			c.mu.Lock()
 			c.setCause(s.reason, s.err)
@@ -568,6 +580,12 @@ func (c *Conn) writeTurns() {
 // when it has nothing more to write.
 func (w *writer) turn() *stopped {
 	c := w.c
+	// Run's context ended: the connection is being shut down (its network
+	// connection already closed), so a ping or heartbeat due now would
+	// only fail and name the end a write error.
+	if w.ctx.Err() != nil {
+		return &stopped{health.ReasonShutdown, nil}
+	}
 	if !w.greeted {
 		w.greeted = true
 		if c.greeting != nil {
@@ -619,10 +637,17 @@ type stopped struct {
 // would have called it had it seen the close first.
 func writeFailed(err error) *stopped {
 	if peerGone(err) {
-		return &stopped{health.ReasonClosedByPeer, fmt.Errorf("connection lost: write: %w", err)}
+		return &stopped{health.ReasonClosedByPeer, &writeLostError{err}}
 	}
 	return &stopped{health.ReasonWriteError, fmt.Errorf("write: %w", err)}
 }
+
+// writeLostError is a write that failed because the peer had gone: the
+// writer's closed_by_peer, which the reader's may still replace.
+type writeLostError struct{ err error }
+
+func (e *writeLostError) Error() string { return "connection lost: write: " + e.err.Error() }
+func (e *writeLostError) Unwrap() error { return e.err }
 
 // peerGone reports whether err says the peer closed or reset the connection.
 func peerGone(err error) bool {

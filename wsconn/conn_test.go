@@ -309,8 +309,8 @@ func TestSendThenReportsTheFrameLeft(t *testing.T) {
 
 // Handshakes lets n handshakes run at once: with one held by a peer that
 // never answers the upgrade, another dial waits (here until its deadline,
-// the peer it dials never sees it); once the first ends, the next goes
-// through.
+// the peer it dials never sees it), or past HandshakeWait goes ahead
+// beside it; once the first ends, the next takes the slot.
 func TestHandshakesBoundsDialsAtOnce(t *testing.T) {
 	mute, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -341,6 +341,26 @@ func TestHandshakesBoundsDialsAtOnce(t *testing.T) {
 	if _, _, err := hs.Dial(ctxB, srv.URL+"?access_token=SECRET", nil); !errors.Is(err, context.DeadlineExceeded) ||
 		!strings.Contains(err.Error(), "waiting for a free handshake") || strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("a dial with the only handshake taken: %v", err)
+	}
+	// Past HandshakeWait a dial goes ahead beside the handshake that holds
+	// the slot: a peer that never answers delays the others by that much.
+	short := &Handshakes{slots: hs.slots, wait: 10 * time.Millisecond}
+	ctxC, cancelC := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelC()
+	wsC, _, err := short.Dial(ctxC, srv.URL, nil)
+	if err != nil {
+		t.Fatalf("a dial past the handshake wait: %v", err)
+	}
+	pC, err := srv.Next(ctxC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pC.Close()
+	wsC.CloseNow()
+	select {
+	case err := <-dialedA:
+		t.Fatalf("the dial holding the slot ended (%v): the test proves nothing", err)
+	default:
 	}
 	cancelA()
 	if err := <-dialedA; err == nil {
@@ -385,5 +405,56 @@ func TestWriteFailedNamesThePeersEnd(t *testing.T) {
 		if s.reason != tc.want || !errors.Is(s.err, tc.err) {
 			t.Errorf("writeFailed(%v) = %v %v, want %v wrapping the error", tc.err, s.reason, s.err, tc.want)
 		}
+	}
+}
+
+// The reader's close frame replaces a cause the writer saw first when the
+// write failed because the peer had gone, so that a refusal (a close with
+// its code) is still one; obmux's own write timeout stands.
+func TestPeersCloseFrameExplainsAFailedWrite(t *testing.T) {
+	opErr := func(errno syscall.Errno) error {
+		return fmt.Errorf("failed to write frame: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)})
+	}
+	closeErr := fmt.Errorf("peer closed the connection: %w", websocket.CloseError{Code: websocket.StatusPolicyViolation, Reason: "Duplicate X-Self-ID"})
+	for _, tc := range []struct {
+		name     string
+		first    *stopped
+		replaced bool
+	}{
+		{"broken pipe", writeFailed(opErr(syscall.EPIPE)), true},
+		{"reset", writeFailed(opErr(syscall.ECONNRESET)), true},
+		{"other write error", writeFailed(opErr(syscall.ENOBUFS)), true},
+		{"write timeout", &stopped{health.ReasonWriteError, errWriteTimeout}, false},
+	} {
+		var c Conn
+		c.setCause(tc.first.reason, tc.first.err)
+		c.setCause(health.ReasonClosedByPeer, closeErr)
+		var ce websocket.CloseError
+		if got := errors.As(c.err, &ce); got != tc.replaced {
+			t.Errorf("%s, then the close frame: cause %v %v, close frame taken %v, want %v", tc.name, c.cause, c.err, got, tc.replaced)
+		}
+	}
+}
+
+// Cancelling Run ends the connection as shutdown, whatever the writer or
+// the reader was doing when the connection closed under them (a heartbeat
+// or a ping in flight, or due, used to end it as write_error).
+func TestCancelIsShutdown(t *testing.T) {
+	for i := range 40 {
+		c, p := pair(t, Config{PingInterval: 2 * time.Millisecond, PingTimeout: time.Second})
+		c.SetHeartbeat(time.Millisecond, func() []byte { return []byte(`{"post_type":"meta_event","meta_event_type":"heartbeat"}`) })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan health.Reason, 1)
+		go func() {
+			r, _ := c.Run(ctx, func([]byte) onebot.Kind { return onebot.KindEvent })
+			done <- r
+		}()
+		recv(t, p)
+		recv(t, p) // heartbeats are flowing
+		cancel()
+		if r := <-done; r != health.ReasonShutdown {
+			t.Fatalf("run %d: cancelled Run ended as %v, want shutdown", i, r)
+		}
+		p.Close()
 	}
 }

@@ -73,22 +73,39 @@ func Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn,
 // self_id becomes known: unbounded, their handshakes (each with net/http's
 // goroutines, deep stacks and buffers) are all in memory at once, and the
 // process keeps that peak in its RSS long after (it was 20 KiB per target
-// at 1000 targets). A nil *Handshakes bounds nothing.
-type Handshakes struct{ slots chan struct{} }
+// at 1000 targets). A dial waits at most HandshakeWait for a free one,
+// then goes ahead beside them: peers that take their handshakes' whole
+// HandshakeTimeout (a host that drops SYNs, a server that never answers the
+// upgrade) can make the others late by that much and no more. A nil
+// *Handshakes bounds nothing.
+type Handshakes struct {
+	slots chan struct{}
+	wait  time.Duration
+}
+
+// HandshakeWait is the longest a dial waits for a free handshake.
+const HandshakeWait = time.Second
 
 // NewHandshakes returns a bound of n handshakes at once.
-func NewHandshakes(n int) *Handshakes { return &Handshakes{slots: make(chan struct{}, n)} }
+func NewHandshakes(n int) *Handshakes {
+	return &Handshakes{slots: make(chan struct{}, n), wait: HandshakeWait}
+}
 
-// Dial is Dial once a handshake of h's is free, or fails with ctx's cause
-// if ctx ends first. The wait does not count against HandshakeTimeout.
+// Dial is Dial once a handshake of h's is free or HandshakeWait has passed,
+// or fails with ctx's cause if ctx ends first. The wait does not count
+// against HandshakeTimeout.
 func (h *Handshakes) Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn, io.Closer, error) {
 	if h != nil {
+		wait := time.NewTimer(h.wait)
 		select {
 		case h.slots <- struct{}{}:
 			defer func() { <-h.slots }()
+		case <-wait.C: // beside the handshakes in progress
 		case <-ctx.Done():
+			wait.Stop()
 			return nil, nil, fmt.Errorf("dial %s: waiting for a free handshake: %w", RedactURL(url), context.Cause(ctx))
 		}
+		wait.Stop()
 	}
 	return Dial(ctx, url, header)
 }
