@@ -97,15 +97,14 @@ func NewHandshakes(n int) *Handshakes {
 func (h *Handshakes) Dial(ctx context.Context, url string, header http.Header) (*websocket.Conn, io.Closer, error) {
 	if h != nil {
 		wait := time.NewTimer(h.wait)
+		defer wait.Stop()
 		select {
 		case h.slots <- struct{}{}:
 			defer func() { <-h.slots }()
 		case <-wait.C: // beside the handshakes in progress
 		case <-ctx.Done():
-			wait.Stop()
 			return nil, nil, fmt.Errorf("dial %s: waiting for a free handshake: %w", RedactURL(url), context.Cause(ctx))
 		}
-		wait.Stop()
 	}
 	return Dial(ctx, url, header)
 }
