@@ -356,8 +356,8 @@ func (c *Conn) closeRaw() {
 // message read, and returns why it ended. Cancelling ctx aborts it; use Close
 // for a graceful end. Run marks the connection up in its Stats on entry and
 // down on return.
-func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
-	ctx, cancel := context.WithCancel(ctx)
+func (c *Conn) Run(parent context.Context, handle Handler) (health.Reason, error) {
+	ctx, cancel := context.WithCancel(parent)
 	c.mu.Lock()
 	c.stop = cancel
 	c.mu.Unlock()
@@ -377,7 +377,9 @@ func (c *Conn) Run(ctx context.Context, handle Handler) (health.Reason, error) {
 	c.wstate.Store(writerRunning)
 	go c.turns()
 	reason, err := c.readLoop(handle)
-	if ctx.Err() != nil { // cancelled: the read failed on the connection it closed
+	if parent.Err() != nil {
+		// Cancelled: the read failed on the connection that closed. (ctx
+		// is also cancelled by a writer that stopped, after its cause.)
 		reason, err = health.ReasonShutdown, nil
 	}
 	c.mu.Lock()

@@ -441,7 +441,9 @@ func TestPeersCloseFrameExplainsAFailedWrite(t *testing.T) {
 // or a ping in flight, or due, used to end it as write_error).
 func TestCancelIsShutdown(t *testing.T) {
 	for i := range 40 {
-		c, p := pair(t, Config{PingInterval: 2 * time.Millisecond, PingTimeout: time.Second})
+		// A long ping timeout: the peer stops reading (and answering pings) once
+		// its frame buffer is full, and that must not end the connection first.
+		c, p := pair(t, Config{PingInterval: 2 * time.Millisecond, PingTimeout: time.Minute})
 		c.SetHeartbeat(time.Millisecond, func() []byte { return []byte(`{"post_type":"meta_event","meta_event_type":"heartbeat"}`) })
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan health.Reason, 1)
