@@ -353,8 +353,8 @@ func (c *Conn) closeRaw() {
 }
 
 // Run serves the connection until it ends, calling handle for every text
-// message read, and returns why it ended. Cancelling ctx aborts it; use Close
-// for a graceful end. Run marks the connection up in its Stats on entry and
+// message read, and returns why it ended. Cancelling parent aborts it (the
+// cause is shutdown, unless one came first); use Close for a graceful end. Run marks the connection up in its Stats on entry and
 // down on return.
 func (c *Conn) Run(parent context.Context, handle Handler) (health.Reason, error) {
 	ctx, cancel := context.WithCancel(parent)
@@ -365,6 +365,14 @@ func (c *Conn) Run(parent context.Context, handle Handler) (health.Reason, error
 	// context with a Done channel costs an AfterFunc per frame. Stopping is
 	// done by closing the connection instead.
 	stopWatch := context.AfterFunc(ctx, func() {
+		if parent.Err() != nil {
+			// Run's context was cancelled (not ctx by Abort or a writer
+			// that stopped, which record their cause first): that is the
+			// cause, before the close makes the reader and the writer fail.
+			c.mu.Lock()
+			c.setCause(health.ReasonShutdown, nil)
+			c.mu.Unlock()
+		}
 		close(c.done)
 		c.ws.CloseNow()
 		c.closeRaw()
@@ -377,11 +385,6 @@ func (c *Conn) Run(parent context.Context, handle Handler) (health.Reason, error
 	c.wstate.Store(writerRunning)
 	go c.turns()
 	reason, err := c.readLoop(handle)
-	if parent.Err() != nil {
-		// Cancelled: the read failed on the connection that closed. (ctx
-		// is also cancelled by a writer that stopped, after its cause.)
-		reason, err = health.ReasonShutdown, nil
-	}
 	c.mu.Lock()
 	c.setCause(reason, err)
 	c.ended = true
@@ -546,11 +549,6 @@ func (c *Conn) writeTurns() {
 	w := c.w
 	for {
 		if s := w.turn(); s != nil {
-			if w.ctx.Err() != nil {
-				// Cancelling Run closed the connection under this turn's
-				// write: that is the end, not the write.
-				s = &stopped{health.ReasonShutdown, nil}
-			}
 			w.release()
 			c.mu.Lock()
 			c.setCause(s.reason, s.err)
@@ -582,12 +580,6 @@ func (c *Conn) writeTurns() {
 // when it has nothing more to write.
 func (w *writer) turn() *stopped {
 	c := w.c
-	// Run's context ended: the connection is being shut down (its network
-	// connection already closed), so a ping or heartbeat due now would
-	// only fail and name the end a write error.
-	if w.ctx.Err() != nil {
-		return &stopped{health.ReasonShutdown, nil}
-	}
 	if !w.greeted {
 		w.greeted = true
 		if c.greeting != nil {
